@@ -1,0 +1,1 @@
+"""From alarm to incident: routing, correlation, the incident workflow, SLA lights, notifications."""

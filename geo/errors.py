@@ -1,0 +1,13 @@
+"""Errors raised by geo/."""
+
+
+class GeoError(Exception):
+    """Base class of geo errors."""
+
+
+class InvalidCodeError(GeoError):
+    """A grid or building code does not follow the hierarchical coding rule."""
+
+
+class OutsideDistrictError(GeoError):
+    """A point lies outside every grid of the district."""

@@ -1,0 +1,141 @@
+"""Value objects of the grid hierarchy and of the things located in it.
+
+Codes (design §6): level 1 = 9 digits (6-digit county + 3-digit street), level 2 = 12 digits
+(+ 3-digit community), level 3 = 15 digits (+ 3-digit unit grid); building = its L3 grid's code +
+5 digits. A child's code starts with its parent's code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from typing import Literal
+
+from shapely.geometry.base import BaseGeometry
+
+from geo.errors import InvalidCodeError
+
+CODE_LENGTH = {1: 9, 2: 12, 3: 15}
+BUILDING_CODE_LENGTH = 20
+DeviceKind = Literal["fence", "thermal", "camera", "smoke"]
+
+
+def level_of(code: str) -> int:
+    """Return the grid level (1..3) of a grid code, or raise InvalidCodeError."""
+    if not code.isdigit():
+        raise InvalidCodeError(f"grid code {code!r}: expected digits only")
+    for level, length in CODE_LENGTH.items():
+        if len(code) == length:
+            return level
+    raise InvalidCodeError(f"grid code {code!r}: expected 9, 12 or 15 digits, got {len(code)}")
+
+
+def parent_code(code: str) -> str | None:
+    """Return the parent's code of a grid code (None for level 1)."""
+    level = level_of(code)
+    return None if level == 1 else code[: CODE_LENGTH[level - 1]]
+
+
+def child_code(parent: str | None, number: int, *, county: str = "430000") -> str:
+    """Build a child's code: the parent's code + a 3-digit number (level 1: county + number)."""
+    if not 1 <= number <= 999:
+        raise InvalidCodeError(f"child number {number}: expected 1..999")
+    return f"{parent if parent is not None else county}{number:03d}"
+
+
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """One polygon of the hierarchy (WGS84 lon/lat)."""
+
+    code: str
+    level: int
+    name: str
+    geometry: BaseGeometry
+    parent_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Building:
+    """A footprint inside one level-3 grid (楼栋)."""
+
+    code: str
+    grid_code: str
+    name: str
+    geometry: BaseGeometry
+
+
+@dataclass(frozen=True, slots=True)
+class GridVersion:
+    """An immutable, validated set of grids; exactly one is current."""
+
+    id: int
+    label: str
+    created_at: datetime
+    is_current: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Shift:
+    """A weekly roster slot: on duty on `weekdays` (0 = Monday) from `start` to `end` (local time).
+
+    `end <= start` means the shift runs past midnight into the next day.
+    """
+
+    weekdays: frozenset[int]
+    start: time
+    end: time
+
+    def covers(self, local: datetime) -> bool:
+        """Tell whether the local wall-clock time `local` falls inside this shift."""
+        t = local.time()
+        day = local.weekday()
+        if self.start < self.end:
+            return day in self.weekdays and self.start <= t < self.end
+        # overnight: the evening part belongs to `day`, the morning part to the day before
+        return (day in self.weekdays and t >= self.start) or (
+            (day - 1) % 7 in self.weekdays and t < self.end
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Patroller:
+    """A person with a phone (平安员), assigned to level-3 grids and on duty by roster shifts."""
+
+    id: str
+    name: str
+    phone: str
+    grid_codes: tuple[str, ...]
+    shifts: tuple[Shift, ...] = ()
+    home: tuple[float, float] | None = None  # (lon, lat) where the simulator starts their track
+
+    def on_duty(self, local: datetime) -> bool:
+        """Tell whether the patroller is rostered at local time `local`."""
+        return any(s.covers(local) for s in self.shifts)
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A registered sensor: its location is a point, or a zone line/polygon for a fence."""
+
+    id: str
+    kind: DeviceKind
+    name: str
+    geometry: BaseGeometry
+    grid_code: str
+    zones: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class District:
+    """Everything a grid version places on the map: grids, buildings, patrollers and devices."""
+
+    name: str
+    grids: tuple[Grid, ...]
+    buildings: tuple[Building, ...]
+    patrollers: tuple[Patroller, ...]
+    devices: tuple[Device, ...]
+    timezone: str = "Asia/Shanghai"
+
+    def level(self, level: int) -> tuple[Grid, ...]:
+        """Return the grids of one level."""
+        return tuple(g for g in self.grids if g.level == level)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install the services the integration tests start themselves: PostgreSQL + the PostGIS package
+# matching its major version, and Mosquitto. Uses apt-get when run as root; otherwise says what is missing.
+set -euo pipefail
+
+pg_major() {
+  local d
+  for d in /usr/lib/postgresql/*/bin/initdb; do
+    [ -x "$d" ] && basename "$(dirname "$(dirname "$d")")"
+  done | sort -n | tail -n 1
+}
+
+missing=()
+major="$(pg_major || true)"
+if [ -z "$major" ]; then
+  missing+=(postgresql)
+elif [ ! -f "/usr/share/postgresql/$major/extension/postgis.control" ]; then
+  missing+=("postgresql-$major-postgis-3")
+fi
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+  echo "make test needs: ${missing[*]} (install them with apt-get as root, e.g. sudo apt-get install ${missing[*]})" >&2
+  exit 1
+fi
+echo "installing test services: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq "${missing[@]}" >/dev/null
+major="$(pg_major)"
+if [ ! -f "/usr/share/postgresql/$major/extension/postgis.control" ]; then
+  apt-get install -y -qq "postgresql-$major-postgis-3" >/dev/null
+fi

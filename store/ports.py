@@ -1,0 +1,148 @@
+"""The store port: what alerts/, ingest/ and api/ need from persistence.
+
+Both backends (store.sqlite, store.postgis) implement it and pass tests/integration/test_store_contract.py.
+Writes of the ingest path happen inside one `UnitOfWork` per batch, committed once; MQTT acks are
+sent only after that commit (at-least-once delivery + idempotent storage = exactly once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from alerts.model import HistoryEntry, Incident, IncidentState, Notification
+from geo.model import Building, Device, District, Grid, GridVersion, Patroller
+from ingest.model import Alarm, DeadLetter, PatrollerPosition
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDeadLetter:
+    """A dead letter as stored, with its id."""
+
+    id: int
+    dead_letter: DeadLetter
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A patroller's last known position."""
+
+    patroller_id: str
+    ts: datetime
+    lon: float
+    lat: float
+    acc: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentQuery:
+    """Filters of GET /incidents. All optional; `bbox` is (min_lon, min_lat, max_lon, max_lat)."""
+
+    states: tuple[IncidentState, ...] = ()
+    grid_prefix: str | None = None  # a grid code at any level: the incident's L3 code starts with it
+    bbox: tuple[float, float, float, float] | None = None
+    since: datetime | None = None
+    limit: int = 500
+
+
+class UnitOfWork(Protocol):
+    """One transaction. Leaving the `with` block commits; an exception rolls back."""
+
+    def known_alarm_keys(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Return which (device_id, msg_id) keys are already stored."""
+
+    def add_alarms(self, alarms: Sequence[tuple[Alarm, str]]) -> int:
+        """Store (alarm, incident_id) pairs; a key already stored is skipped. Return rows inserted."""
+
+    def open_incidents_for(self, keys: Iterable[tuple[str, str]], since: datetime) -> dict[tuple[str, str], Incident]:
+        """Return the newest open incident per (device_id, type) whose last alarm is at or after `since`."""
+
+    def get_incident(self, incident_id: str, *, for_update: bool = False) -> Incident | None:
+        """Return one incident (locking its row when `for_update`)."""
+
+    def save_incidents(self, incidents: Sequence[Incident]) -> None:
+        """Insert or update incidents (upsert by id)."""
+
+    def add_history(self, entries: Sequence[HistoryEntry]) -> None:
+        """Append audit-log rows."""
+
+    def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Store dead letters with their reasons."""
+
+    def add_notifications(self, notifications: Sequence[Notification]) -> list[int]:
+        """Write notifications to the outbox; return their ids."""
+
+    def set_positions(self, positions: Sequence[PatrollerPosition]) -> None:
+        """Update last known positions (keep the newest by ts)."""
+
+
+class Store(Protocol):
+    """Persistence of gridwatch. Thread-safe: each call or unit of work uses its own connection."""
+
+    url: str
+
+    def migrate(self) -> list[str]:
+        """Apply pending schema migrations; return the names applied."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def unit_of_work(self) -> AbstractContextManager[UnitOfWork]:
+        """Open a transaction."""
+
+    # --- grid versions and what they place -------------------------------------------------
+    def load_district(self, district: District, label: str) -> GridVersion:
+        """Store a district as a new current grid version (idempotent by label: returns the existing one)."""
+
+    def current_version(self) -> GridVersion | None:
+        """Return the current grid version."""
+
+    def grids(self, *, level: int | None = None, version: int | None = None) -> list[Grid]:
+        """Grids of a version (default current), optionally of one level, ordered by code."""
+
+    def grid(self, code: str, *, version: int | None = None) -> Grid | None:
+        """One grid by code."""
+
+    def buildings(self, *, version: int | None = None) -> list[Building]:
+        """Buildings of a version."""
+
+    def devices(self) -> list[Device]:
+        """The device registry."""
+
+    def patrollers(self) -> list[Patroller]:
+        """Patrollers with assignments and shifts."""
+
+    def positions(self) -> dict[str, Position]:
+        """Last known positions by patroller id."""
+
+    # --- incidents ---------------------------------------------------------------------------
+    def incidents(self, query: IncidentQuery) -> list[Incident]:
+        """Incidents matching the query, newest first."""
+
+    def incident(self, incident_id: str) -> Incident | None:
+        """One incident."""
+
+    def history(self, incident_id: str) -> list[HistoryEntry]:
+        """An incident's audit log, oldest first."""
+
+    def alarms_of(self, incident_id: str) -> list[Alarm]:
+        """The alarms joined into an incident, oldest first."""
+
+    def count_alarms(self) -> int:
+        """How many alarms are stored."""
+
+    # --- dead letters and outbox -----------------------------------------------------------------
+    def dead_letters(self, *, limit: int = 100) -> list[StoredDeadLetter]:
+        """Newest dead letters first."""
+
+    def pending_notifications(self, *, limit: int = 500) -> list[tuple[int, Notification]]:
+        """Outbox rows not yet delivered, oldest first."""
+
+    def mark_notifications(self, ids: Sequence[int], *, delivered: bool, error: str | None = None) -> None:
+        """Record a delivery (or a failed attempt: attempts + 1, last error)."""
+
+    def notification_counters(self) -> dict[str, int]:
+        """Outbox counters: pending, delivered, failed_attempts."""
