@@ -1,0 +1,302 @@
+"""Conversions shared by both backends: UTC datetimes, shifts, route records, incident and alarm rows.
+
+Datetimes leave the store timezone-aware in UTC on both backends. A naive datetime going in is
+refused (ValueError): its meaning would differ between SQLite and PostgreSQL.
+
+Text is cleaned on the way in (`clean_text`, `clean_json`): NUL characters and lone surrogates
+become U+FFFD, and non-finite floats inside JSON become the strings "NaN"/"Infinity"/"-Infinity".
+PostgreSQL cannot store those (and SQLite cannot encode surrogates), and one such value from a
+device must not fail, and so endlessly redeliver, a whole ingest batch (design §7). Raw payload
+bytes are stored unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, time
+from typing import Any
+
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from alerts.model import HistoryEntry, Incident, IncidentState, RouteRecord
+from geo.model import Shift
+from ingest.model import Alarm, DeadLetter
+
+#: Columns of `incidents` written by save_incidents, in order (PostGIS adds a generated `geom`).
+INCIDENT_COLUMNS: tuple[str, ...] = (
+    "id",
+    "type",
+    "state",
+    "severity",
+    "source",
+    "device_id",
+    "route",
+    "l1",
+    "l2",
+    "l3",
+    "building",
+    "lon",
+    "lat",
+    "alarm_count",
+    "first_alarm_at",
+    "last_alarm_at",
+    "assignee",
+    "dispatched_at",
+    "deadline",
+    "note",
+    "created_at",
+    "updated_at",
+)
+
+#: Columns of `alarms` written by add_alarms, in order (`id` is generated).
+ALARM_COLUMNS: tuple[str, ...] = (
+    "device_id",
+    "msg_id",
+    "ts",
+    "type",
+    "severity",
+    "lon",
+    "lat",
+    "zone",
+    "data",
+    "raw",
+    "received_at",
+    "incident_id",
+    "warnings",
+)
+
+
+def to_utc(value: datetime, field: str = "datetime") -> datetime:
+    """Return `value` in UTC; refuse a naive datetime."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{field} {value.isoformat()}: expected a timezone-aware datetime")
+    return value.astimezone(UTC)
+
+
+def opt_utc(value: datetime | None, field: str = "datetime") -> datetime | None:
+    """to_utc for an optional value."""
+    return None if value is None else to_utc(value, field)
+
+
+def clean_text(value: str) -> str:
+    """Text every backend can store: NUL and lone surrogates become U+FFFD."""
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+    return value
+
+
+def clean_json(value: Any) -> Any:
+    """A JSON-ready value every backend can store (clean_text on strings and keys, finite numbers)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, Mapping):
+        return {clean_text(k) if isinstance(k, str) else k: clean_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(v) for v in value]
+    return value
+
+
+def _clean_row(values: dict[str, Any]) -> dict[str, Any]:
+    """clean_text on text columns and clean_json on JSON columns; other values pass unchanged."""
+    for key, value in values.items():
+        if isinstance(value, str):
+            values[key] = clean_text(value)
+        elif isinstance(value, dict | list):
+            values[key] = clean_json(value)
+    return values
+
+
+def shifts_to_json(shifts: tuple[Shift, ...]) -> list[dict[str, Any]]:
+    """JSON-ready form of a roster."""
+    return [{"weekdays": sorted(s.weekdays), "start": s.start.isoformat(), "end": s.end.isoformat()} for s in shifts]
+
+
+def shifts_from_json(data: list[dict[str, Any]]) -> tuple[Shift, ...]:
+    """Inverse of shifts_to_json."""
+    return tuple(
+        Shift(frozenset(int(d) for d in s["weekdays"]), time.fromisoformat(s["start"]), time.fromisoformat(s["end"]))
+        for s in data
+    )
+
+
+def route_from_json(data: Mapping[str, Any]) -> RouteRecord:
+    """RouteRecord.from_dict with `routed_at` in UTC."""
+    route = RouteRecord.from_dict(dict(data))
+    return dataclasses.replace(route, routed_at=to_utc(route.routed_at, "route.routed_at"))
+
+
+def incident_values(incident: Incident) -> dict[str, Any]:
+    """Column values of an incident (datetimes in UTC, route as a dict)."""
+    route = incident.route
+    return _clean_row(
+        {
+            "id": incident.id,
+            "type": incident.type,
+            "state": str(incident.state),
+            "severity": incident.severity,
+            "source": incident.source,
+            "device_id": incident.device_id,
+            "route": route.to_dict(),
+            "l1": route.l1,
+            "l2": route.l2,
+            "l3": route.l3,
+            "building": route.building,
+            "lon": route.lon,
+            "lat": route.lat,
+            "alarm_count": incident.alarm_count,
+            "first_alarm_at": opt_utc(incident.first_alarm_at, "incident.first_alarm_at"),
+            "last_alarm_at": opt_utc(incident.last_alarm_at, "incident.last_alarm_at"),
+            "assignee": incident.assignee,
+            "dispatched_at": opt_utc(incident.dispatched_at, "incident.dispatched_at"),
+            "deadline": opt_utc(incident.deadline, "incident.deadline"),
+            "note": incident.note,
+            "created_at": to_utc(incident.created_at, "incident.created_at"),
+            "updated_at": to_utc(incident.updated_at, "incident.updated_at"),
+        }
+    )
+
+
+def incident_from_values(v: Mapping[str, Any]) -> Incident:
+    """Build an incident from decoded column values (aware datetimes, route as a dict)."""
+    return Incident(
+        id=v["id"],
+        type=v["type"],
+        state=IncidentState(v["state"]),
+        severity=v["severity"],
+        source=v["source"],
+        route=route_from_json(v["route"]),
+        created_at=to_utc(v["created_at"]),
+        updated_at=to_utc(v["updated_at"]),
+        device_id=v["device_id"],
+        alarm_count=v["alarm_count"],
+        first_alarm_at=opt_utc(v["first_alarm_at"]),
+        last_alarm_at=opt_utc(v["last_alarm_at"]),
+        assignee=v["assignee"],
+        dispatched_at=opt_utc(v["dispatched_at"]),
+        deadline=opt_utc(v["deadline"]),
+        note=v["note"],
+    )
+
+
+def alarm_values(alarm: Alarm, incident_id: str | None) -> dict[str, Any]:
+    """Column values of an alarm row (datetimes in UTC, data/warnings as JSON-ready objects)."""
+    return _clean_row(
+        {
+            "device_id": alarm.device_id,
+            "msg_id": alarm.msg_id,
+            "ts": to_utc(alarm.ts, "alarm.ts"),
+            "type": alarm.type,
+            "severity": alarm.severity,
+            "lon": alarm.lon,
+            "lat": alarm.lat,
+            "zone": alarm.zone,
+            "data": alarm.data,
+            "raw": bytes(alarm.raw),
+            "received_at": to_utc(alarm.received_at, "alarm.received_at"),
+            "incident_id": incident_id,
+            "warnings": list(alarm.warnings),
+        }
+    )
+
+
+def alarm_from_values(v: Mapping[str, Any]) -> Alarm:
+    """Build an alarm from decoded column values."""
+    return Alarm(
+        device_id=v["device_id"],
+        msg_id=v["msg_id"],
+        ts=to_utc(v["ts"]),
+        type=v["type"],
+        severity=v["severity"],
+        received_at=to_utc(v["received_at"]),
+        raw=bytes(v["raw"]),
+        lon=v["lon"],
+        lat=v["lat"],
+        zone=v["zone"],
+        data=v["data"] if v["data"] is not None else {},
+        warnings=tuple(v["warnings"] or ()),
+    )
+
+
+def history_values(entry: HistoryEntry) -> dict[str, Any]:
+    """Column values of an audit-log row."""
+    return _clean_row(
+        {
+            "incident_id": entry.incident_id,
+            "at": to_utc(entry.at, "history.at"),
+            "action": entry.action,
+            "from_state": None if entry.from_state is None else str(entry.from_state),
+            "to_state": str(entry.to_state),
+            "actor": entry.actor,
+            "note": entry.note,
+        }
+    )
+
+
+def history_from_values(v: Mapping[str, Any]) -> HistoryEntry:
+    """Build an audit-log row from decoded column values."""
+    return HistoryEntry(
+        incident_id=v["incident_id"],
+        at=to_utc(v["at"]),
+        action=v["action"],
+        from_state=None if v["from_state"] is None else IncidentState(v["from_state"]),
+        to_state=IncidentState(v["to_state"]),
+        actor=v["actor"],
+        note=v["note"],
+    )
+
+
+def key_map(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """Distinct keys as stored (clean_text on both parts), each with the caller's spellings of it."""
+    found: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for a, b in keys:
+        spellings = found.setdefault((clean_text(a), clean_text(b)), [])
+        if (a, b) not in spellings:
+            spellings.append((a, b))
+    return found
+
+
+def dead_letter_values(letter: DeadLetter) -> dict[str, Any]:
+    """Column values of a dead letter (the payload bytes unchanged)."""
+    return _clean_row(
+        {
+            "topic": letter.topic,
+            "payload": bytes(letter.payload),
+            "reason": letter.reason,
+            "detail": letter.detail,
+            "received_at": to_utc(letter.received_at, "dead_letter.received_at"),
+        }
+    )
+
+
+def notification_values(topic: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Column values of an outbox row."""
+    return _clean_row({"topic": topic, "payload": dict(payload)})
+
+
+def now_utc() -> datetime:
+    """The current time in UTC (stamps written by the store itself)."""
+    return datetime.now(UTC)
+
+
+def to_wkb(geometry: BaseGeometry) -> bytes:
+    """2D WKB of a geometry (gridwatch geometries are WGS84 lon/lat; a Z value is not kept)."""
+    return bytes(shapely.to_wkb(geometry, output_dimension=2))
+
+
+def to_ewkb_hex(geometry: BaseGeometry) -> str:
+    """2D hex EWKB with SRID 4326: the text form PostGIS reads in COPY and in `%s::geometry`."""
+    return str(shapely.to_wkb(shapely.set_srid(geometry, 4326), hex=True, output_dimension=2, include_srid=True))
+
+
+def from_wkb(data: bytes | memoryview) -> BaseGeometry:
+    """Inverse of to_wkb."""
+    return shapely.from_wkb(bytes(data))

@@ -1,0 +1,394 @@
+"""The production backend: PostgreSQL + PostGIS through psycopg 3 and a connection pool.
+
+Bulk writes go through COPY: load_district copies grids and buildings straight into their tables
+and devices/patrollers into session-local staging tables, then upserts them with one
+`INSERT … SELECT … ON CONFLICT`; add_alarms does the same (store.postgis_uow). Staging tables are
+`ON COMMIT DELETE ROWS` temp tables kept per pooled connection. All driver errors leave as
+store.errors (ConflictError for unique violations, serialization failures and deadlocks).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+from shapely.geometry import Point
+
+from alerts.model import HistoryEntry, Incident, Notification
+from geo.model import Building, Device, District, Grid, GridVersion, Patroller
+from ingest.model import Alarm, DeadLetter
+from store import codec
+from store.errors import ConflictError, StoreError
+from store.migrate import load_migrations, pending
+from store.ports import IncidentQuery, Position, StoredDeadLetter
+from store.postgis_uow import ALARM_SELECT, INCIDENT_SELECT, Conn, PostgisUnitOfWork
+
+logger = logging.getLogger(__name__)
+
+#: pg_advisory_xact_lock keys: serialize migrations and district loads across processes
+_MIGRATE_LOCK = 0x6772_6964_0001
+_LOAD_LOCK = 0x6772_6964_0002
+
+_HISTORY_SELECT = "SELECT incident_id, at, action, from_state, to_state, actor, note FROM incident_history"
+_VERSION_SELECT = "SELECT id, label, created_at, is_current FROM grid_versions"
+_CURRENT = "(SELECT id FROM grid_versions WHERE is_current)"
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+@contextmanager
+def _translated(url: str) -> Iterator[None]:
+    """Turn psycopg errors into store errors (callers never import psycopg)."""
+    try:
+        yield
+    except (psycopg.errors.UniqueViolation, psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected) as e:
+        raise ConflictError(f"{redact(url)}: {type(e).__name__}: {e}") from e
+    except psycopg.Error as e:
+        raise StoreError(f"{redact(url)}: {type(e).__name__}: {e}") from e
+
+
+class PostgisStore:
+    """store.ports.Store on PostgreSQL + PostGIS."""
+
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 30.0) -> None:
+        self.url = url
+        self.pool: ConnectionPool[Conn] = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            kwargs={"row_factory": dict_row},
+            check=ConnectionPool.check_connection,
+            name="gridwatch",
+            open=False,
+        )
+        with _translated(url):
+            self.pool.open()
+            try:
+                self.pool.wait(timeout=timeout)
+            except BaseException:
+                self.pool.close()
+                raise
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgisStore:
+        """Open a pool on `postgresql://user:password@host:port/dbname`."""
+        return cls(url)
+
+    @contextmanager
+    def _connection(self) -> Iterator[Conn]:
+        """A pooled connection in a transaction: committed on leaving, rolled back on an exception."""
+        with _translated(self.url), self.pool.connection() as conn:
+            yield conn
+
+    def _query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self._connection() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def migrate(self) -> list[str]:
+        """Apply pending schema migrations; return the names applied."""
+        migrations = load_migrations("postgres")
+        applied: list[str] = []
+        with self._connection() as conn:
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations"
+                    " (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                done = {r["version"] for r in conn.execute("SELECT version FROM schema_migrations")}
+            for migration in pending(migrations, done):
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+                    # re-check under the lock: another process may have just applied it
+                    if conn.execute(
+                        "SELECT 1 FROM schema_migrations WHERE version = %s", (migration.version,)
+                    ).fetchone():
+                        continue
+                    conn.execute(migration.sql.encode())  # several statements, no parameters
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (migration.version, migration.name),
+                    )
+                logger.info("%s: applied migration %s", redact(self.url), migration.name)
+                applied.append(migration.name)
+        return applied
+
+    def close(self) -> None:
+        """Close the pool."""
+        self.pool.close()
+
+    def __enter__(self) -> PostgisStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[PostgisUnitOfWork]:
+        """Open a transaction on a pooled connection: commit on leaving the block, roll back on an exception."""
+        with self._connection() as conn:
+            yield PostgisUnitOfWork(conn)
+
+    # --- grid versions and what they place -------------------------------------------------------
+    def load_district(self, district: District, label: str) -> GridVersion:
+        """Store a district as a new current grid version (idempotent by label: returns the existing one)."""
+        with self._connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOAD_LOCK,))
+            row = cur.execute(f"{_VERSION_SELECT} WHERE label = %s", (label,)).fetchone()
+            if row is not None:
+                logger.info("grid version %r exists (id %s), not loaded again", label, row["id"])
+                return _version(row)
+            now = codec.now_utc()
+            cur.execute("UPDATE grid_versions SET is_current = false, valid_to = %s WHERE is_current", (now,))
+            row = cur.execute(
+                "INSERT INTO grid_versions (label, created_at, is_current, valid_from) VALUES (%s, %s, true, %s)"
+                " RETURNING id, label, created_at, is_current",
+                (label, now, now),
+            ).fetchone()
+            assert row is not None
+            version_id = row["id"]
+            with cur.copy("COPY grids (version_id, code, level, name, parent_code, geom) FROM STDIN") as copy:
+                for g in district.grids:
+                    copy.write_row((version_id, g.code, g.level, g.name, g.parent_code, codec.to_ewkb_hex(g.geometry)))
+            with cur.copy("COPY buildings (version_id, code, grid_code, name, geom) FROM STDIN") as copy:
+                for b in district.buildings:
+                    copy.write_row((version_id, b.code, b.grid_code, b.name, codec.to_ewkb_hex(b.geometry)))
+            _upsert_devices(cur, district.devices)
+            _upsert_patrollers(cur, district.patrollers)
+        logger.info(
+            "loaded %s as grid version %s (%d grids, %d buildings, %d devices, %d patrollers)",
+            label,
+            version_id,
+            len(district.grids),
+            len(district.buildings),
+            len(district.devices),
+            len(district.patrollers),
+        )
+        return _version(row)
+
+    def current_version(self) -> GridVersion | None:
+        """Return the current grid version."""
+        rows = self._query(f"{_VERSION_SELECT} WHERE is_current")
+        return _version(rows[0]) if rows else None
+
+    def grids(self, *, level: int | None = None, version: int | None = None) -> list[Grid]:
+        """Grids of a version (default current), optionally of one level, ordered by code."""
+        rows = self._query(
+            "SELECT code, level, name, parent_code, ST_AsBinary(geom) AS wkb FROM grids"
+            f" WHERE version_id = coalesce(%(version)s::bigint, {_CURRENT})"
+            " AND (%(level)s::integer IS NULL OR level = %(level)s) ORDER BY code",
+            {"version": version, "level": level},
+        )
+        return [_grid(r) for r in rows]
+
+    def grid(self, code: str, *, version: int | None = None) -> Grid | None:
+        """One grid by code."""
+        rows = self._query(
+            "SELECT code, level, name, parent_code, ST_AsBinary(geom) AS wkb FROM grids"
+            f" WHERE version_id = coalesce(%(version)s::bigint, {_CURRENT}) AND code = %(code)s",
+            {"version": version, "code": code},
+        )
+        return _grid(rows[0]) if rows else None
+
+    def buildings(self, *, version: int | None = None) -> list[Building]:
+        """Buildings of a version (default current), ordered by code."""
+        rows = self._query(
+            "SELECT code, grid_code, name, ST_AsBinary(geom) AS wkb FROM buildings"
+            f" WHERE version_id = coalesce(%s::bigint, {_CURRENT}) ORDER BY code",
+            (version,),
+        )
+        return [Building(r["code"], r["grid_code"], r["name"], codec.from_wkb(r["wkb"])) for r in rows]
+
+    def devices(self) -> list[Device]:
+        """The device registry, ordered by id."""
+        rows = self._query("SELECT id, kind, name, ST_AsBinary(geom) AS wkb, grid_code, zones FROM devices ORDER BY id")
+        return [
+            Device(r["id"], r["kind"], r["name"], codec.from_wkb(r["wkb"]), r["grid_code"], tuple(r["zones"]))
+            for r in rows
+        ]
+
+    def patrollers(self) -> list[Patroller]:
+        """Patrollers with assignments and shifts, ordered by id."""
+        rows = self._query(
+            "SELECT id, name, phone, grid_codes, shifts, ST_X(home) AS home_lon, ST_Y(home) AS home_lat"
+            " FROM patrollers ORDER BY id"
+        )
+        return [
+            Patroller(
+                id=r["id"],
+                name=r["name"],
+                phone=r["phone"],
+                grid_codes=tuple(r["grid_codes"]),
+                shifts=codec.shifts_from_json(r["shifts"]),
+                home=None if r["home_lon"] is None else (r["home_lon"], r["home_lat"]),
+            )
+            for r in rows
+        ]
+
+    def positions(self) -> dict[str, Position]:
+        """Last known positions by patroller id."""
+        rows = self._query("SELECT patroller_id, ts, lon, lat, acc FROM patroller_positions")
+        return {
+            r["patroller_id"]: Position(r["patroller_id"], codec.to_utc(r["ts"]), r["lon"], r["lat"], r["acc"])
+            for r in rows
+        }
+
+    # --- incidents -----------------------------------------------------------------------------------
+    def incidents(self, query: IncidentQuery) -> list[Incident]:
+        """Incidents matching the query, newest (by created_at) first; `since` compares with updated_at."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if query.states:
+            clauses.append("state = ANY(%s)")
+            params.append([str(s) for s in query.states])
+        if query.grid_prefix is not None:
+            clauses.append("l3 LIKE %s")
+            params.append(_like_prefix(query.grid_prefix))
+        if query.bbox is not None:
+            clauses.append("geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)")
+            params.extend(float(c) for c in query.bbox)
+        if query.since is not None:
+            clauses.append("updated_at >= %s")
+            params.append(codec.to_utc(query.since, "query.since"))
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        params.append(max(0, query.limit))
+        rows = self._query(f"{INCIDENT_SELECT}{where} ORDER BY created_at DESC, id DESC LIMIT %s", params)
+        return [codec.incident_from_values(r) for r in rows]
+
+    def incident(self, incident_id: str) -> Incident | None:
+        """One incident."""
+        rows = self._query(f"{INCIDENT_SELECT} WHERE id = %s", (incident_id,))
+        return codec.incident_from_values(rows[0]) if rows else None
+
+    def history(self, incident_id: str) -> list[HistoryEntry]:
+        """An incident's audit log, oldest first."""
+        rows = self._query(f"{_HISTORY_SELECT} WHERE incident_id = %s ORDER BY at, id", (incident_id,))
+        return [codec.history_from_values(r) for r in rows]
+
+    def alarms_of(self, incident_id: str) -> list[Alarm]:
+        """The alarms joined into an incident, oldest first."""
+        rows = self._query(f"{ALARM_SELECT} WHERE incident_id = %s ORDER BY ts, id", (incident_id,))
+        return [codec.alarm_from_values(r) for r in rows]
+
+    def count_alarms(self) -> int:
+        """How many alarms are stored."""
+        return int(self._query("SELECT count(*) AS n FROM alarms")[0]["n"])
+
+    # --- dead letters and outbox -----------------------------------------------------------------
+    def dead_letters(self, *, limit: int = 100) -> list[StoredDeadLetter]:
+        """Newest dead letters first."""
+        rows = self._query(
+            "SELECT id, topic, payload, reason, detail, received_at FROM dead_letters"
+            " ORDER BY received_at DESC, id DESC LIMIT %s",
+            (max(0, limit),),
+        )
+        return [
+            StoredDeadLetter(
+                r["id"],
+                DeadLetter(r["topic"], bytes(r["payload"]), r["reason"], r["detail"], codec.to_utc(r["received_at"])),
+            )
+            for r in rows
+        ]
+
+    def pending_notifications(self, *, limit: int = 500) -> list[tuple[int, Notification]]:
+        """Outbox rows not yet delivered, oldest first."""
+        rows = self._query(
+            "SELECT id, topic, payload FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT %s", (max(0, limit),)
+        )
+        return [(r["id"], Notification(r["topic"], r["payload"])) for r in rows]
+
+    def mark_notifications(self, ids: Sequence[int], *, delivered: bool, error: str | None = None) -> None:
+        """Record a delivery (or a failed attempt: attempts + 1, last error); delivered rows stay delivered."""
+        if not ids:
+            return
+        id_list = [int(i) for i in ids]
+        with self._connection() as conn:
+            if delivered:
+                conn.execute(
+                    "UPDATE outbox SET delivered_at = now(), attempts = attempts + 1"
+                    " WHERE id = ANY(%s) AND delivered_at IS NULL",
+                    (id_list,),
+                )
+            else:
+                conn.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = coalesce(%s, last_error)"
+                    " WHERE id = ANY(%s) AND delivered_at IS NULL",
+                    (error, id_list),
+                )
+
+    def notification_counters(self) -> dict[str, int]:
+        """Outbox counters: pending, delivered, failed_attempts, and retrying (pending after a failure)."""
+        row = self._query(
+            "SELECT count(*) FILTER (WHERE delivered_at IS NULL) AS pending,"
+            " count(delivered_at) AS delivered,"
+            " coalesce(sum(attempts), 0) - count(delivered_at) AS failed_attempts,"
+            " count(*) FILTER (WHERE delivered_at IS NULL AND attempts > 0) AS retrying"
+            " FROM outbox"
+        )[0]
+        return {k: int(row[k]) for k in ("pending", "delivered", "failed_attempts", "retrying")}
+
+
+def _upsert_devices(cur: psycopg.Cursor[dict[str, Any]], devices: Sequence[Device]) -> None:
+    """COPY devices into a staging table, then upsert them by id (the last copy of an id wins)."""
+    cur.execute(
+        b"CREATE TEMP TABLE IF NOT EXISTS device_stage (seq integer NOT NULL, id text, kind text, name text,"
+        b" geom geometry, grid_code text, zones text[]) ON COMMIT DELETE ROWS; TRUNCATE device_stage"
+    )
+    with cur.copy("COPY device_stage (seq, id, kind, name, geom, grid_code, zones) FROM STDIN") as copy:
+        for seq, d in enumerate(devices):
+            copy.write_row((seq, d.id, d.kind, d.name, codec.to_ewkb_hex(d.geometry), d.grid_code, list(d.zones)))
+    cur.execute(
+        "INSERT INTO devices (id, kind, name, geom, grid_code, zones)"
+        " SELECT DISTINCT ON (id) id, kind, name, geom, grid_code, zones FROM device_stage ORDER BY id, seq DESC"
+        " ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, name = EXCLUDED.name, geom = EXCLUDED.geom,"
+        " grid_code = EXCLUDED.grid_code, zones = EXCLUDED.zones"
+    )
+
+
+def _upsert_patrollers(cur: psycopg.Cursor[dict[str, Any]], patrollers: Sequence[Patroller]) -> None:
+    """COPY patrollers into a staging table, then upsert them by id (the last copy of an id wins)."""
+    cur.execute(
+        b"CREATE TEMP TABLE IF NOT EXISTS patroller_stage (seq integer NOT NULL, id text, name text, phone text,"
+        b" grid_codes text[], shifts jsonb, home geometry) ON COMMIT DELETE ROWS; TRUNCATE patroller_stage"
+    )
+    with cur.copy("COPY patroller_stage (seq, id, name, phone, grid_codes, shifts, home) FROM STDIN") as copy:
+        for seq, p in enumerate(patrollers):
+            home = None if p.home is None else codec.to_ewkb_hex(Point(p.home))
+            shifts = json.dumps(codec.shifts_to_json(p.shifts))
+            copy.write_row((seq, p.id, p.name, p.phone, list(p.grid_codes), shifts, home))
+    cur.execute(
+        "INSERT INTO patrollers (id, name, phone, grid_codes, shifts, home)"
+        " SELECT DISTINCT ON (id) id, name, phone, grid_codes, shifts, home FROM patroller_stage ORDER BY id, seq DESC"
+        " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, phone = EXCLUDED.phone,"
+        " grid_codes = EXCLUDED.grid_codes, shifts = EXCLUDED.shifts, home = EXCLUDED.home"
+    )
+
+
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching strings that start with `prefix` (default escape character: backslash)."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"{escaped}%"
+
+
+def _version(row: dict[str, Any]) -> GridVersion:
+    return GridVersion(row["id"], row["label"], codec.to_utc(row["created_at"]), bool(row["is_current"]))
+
+
+def _grid(row: dict[str, Any]) -> Grid:
+    return Grid(row["code"], row["level"], row["name"], codec.from_wkb(row["wkb"]), row["parent_code"])

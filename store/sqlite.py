@@ -1,0 +1,424 @@
+"""The embedded backend: one SQLite file (stdlib sqlite3, WAL, WKB geometry blobs).
+
+Thread-safe by giving each thread its own connection. Every write runs in `BEGIN IMMEDIATE`, so
+writers queue on the database lock (busy_timeout) instead of failing half-way. `:memory:` is not
+supported: each thread's connection would see a different empty database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from shapely.geometry import Point
+
+from alerts.model import HistoryEntry, Incident, Notification
+from geo.model import Building, Device, District, Grid, GridVersion, Patroller
+from ingest.model import Alarm, DeadLetter
+from store import codec
+from store.errors import ConflictError, StoreError
+from store.migrate import load_migrations, pending, split_statements
+from store.ports import IncidentQuery, Position, StoredDeadLetter
+from store.sqlite_uow import (
+    ALARM_SELECT,
+    INCIDENT_SELECT,
+    SqliteUnitOfWork,
+    alarm_from_row,
+    from_ts_text,
+    incident_from_row,
+    to_json,
+    ts_text,
+)
+
+logger = logging.getLogger(__name__)
+
+_HISTORY_SELECT = "SELECT incident_id, at, action, from_state, to_state, actor, note FROM incident_history"
+
+
+def _path_of(url: str) -> Path:
+    """The file of a `sqlite:///relative/path` or `sqlite:////absolute/path` URL."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or "?" in url:
+        raise ValueError(f"database URL {url!r}: expected sqlite:///relative/path or sqlite:////absolute/path")
+    path = url[len(prefix) :]
+    if path in ("", ":memory:") or path.startswith("file:"):
+        raise ValueError(f"database URL {url!r}: expected a file path (in-memory databases are not supported)")
+    return Path(path)
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Turn sqlite3 errors into store errors (callers never import sqlite3)."""
+    try:
+        yield
+    except sqlite3.IntegrityError as e:
+        if getattr(e, "sqlite_errorname", "") in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"):
+            raise ConflictError(f"sqlite: {e}") from e
+        raise StoreError(f"sqlite: {type(e).__name__}: {e}") from e
+    except sqlite3.Error as e:
+        raise StoreError(f"sqlite: {type(e).__name__}: {e}") from e
+
+
+class SqliteStore:
+    """store.ports.Store on one SQLite file."""
+
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000, url: str | None = None) -> None:
+        self.path = Path(path)
+        self.url = url if url is not None else f"sqlite:///{self.path}"
+        self._busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        # every open connection, with the finalizer that closes it when its thread is gone
+        self._connections: dict[sqlite3.Connection, weakref.finalize[[sqlite3.Connection], threading.Thread]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with _translated():
+            mode = self._conn().execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            logger.warning("sqlite %s: journal_mode is %s, not wal", self.path, mode)
+
+    @classmethod
+    def from_url(cls, url: str) -> SqliteStore:
+        """Open `sqlite:///path` (parent folders are created)."""
+        return cls(_path_of(url), url=url)
+
+    # --- connections and transactions -----------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"store {self.url}: closed")
+            conn = sqlite3.connect(
+                self.path, timeout=self._busy_timeout_ms / 1000, isolation_level=None, check_same_thread=False
+            )
+            self._connections[conn] = weakref.finalize(threading.current_thread(), self._release, conn)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # FULL: a commit is on disk before MQTT acks are sent (design §7)
+        conn.execute("PRAGMA synchronous = FULL")
+        self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT on this thread's connection; ROLLBACK on any exception."""
+        conn = self._conn()
+        if conn.in_transaction:
+            raise StoreError(f"store {self.url}: a unit of work is already open on this thread")
+        with _translated():
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            with _translated():
+                yield conn
+                conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.rollback()
+            raise
+
+    def _query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
+        with _translated():
+            return self._conn().execute(sql, params).fetchall()
+
+    def migrate(self) -> list[str]:
+        """Apply pending schema migrations; return the names applied."""
+        conn = self._conn()
+        with _translated():
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+        done = {r[0] for r in self._query("SELECT version FROM schema_migrations")}
+        applied: list[str] = []
+        for migration in pending(load_migrations("sqlite"), done):
+            with self._transaction() as tx:
+                # re-check under the write lock: another process may have just applied it
+                if tx.execute("SELECT 1 FROM schema_migrations WHERE version = ?", (migration.version,)).fetchone():
+                    continue
+                for statement in split_statements(migration.sql):
+                    tx.execute(statement)
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, ts_text(codec.now_utc())),
+                )
+            logger.info("sqlite %s: applied migration %s", self.path, migration.name)
+            applied.append(migration.name)
+        return applied
+
+    def close(self) -> None:
+        """Close every thread's connection."""
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, {}
+        for conn, finalizer in connections.items():
+            finalizer.detach()
+            conn.close()
+        self._local = threading.local()
+
+    def _release(self, conn: sqlite3.Connection) -> None:
+        """Close the connection of a thread that has ended."""
+        with self._lock:
+            self._connections.pop(conn, None)
+        conn.close()
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[SqliteUnitOfWork]:
+        """Open a transaction (BEGIN IMMEDIATE): commit on leaving the block, roll back on an exception."""
+        with self._transaction() as conn:
+            yield SqliteUnitOfWork(conn)
+
+    # --- grid versions and what they place -------------------------------------------------------
+    def load_district(self, district: District, label: str) -> GridVersion:
+        """Store a district as a new current grid version (idempotent by label: returns the existing one)."""
+        with self._transaction() as tx:
+            row = tx.execute(
+                "SELECT id, label, created_at, is_current FROM grid_versions WHERE label = ?", (label,)
+            ).fetchone()
+            if row is not None:
+                logger.info("sqlite: grid version %r exists (id %s), not loaded again", label, row["id"])
+                return _version(row)
+            now = ts_text(codec.now_utc())
+            tx.execute("UPDATE grid_versions SET is_current = 0, valid_to = ? WHERE is_current = 1", (now,))
+            version_id = tx.execute(
+                "INSERT INTO grid_versions (label, created_at, is_current, valid_from) VALUES (?, ?, 1, ?)",
+                (label, now, now),
+            ).lastrowid
+            tx.executemany(
+                "INSERT INTO grids (version_id, code, level, name, parent_code, geom) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (version_id, g.code, g.level, g.name, g.parent_code, codec.to_wkb(g.geometry))
+                    for g in district.grids
+                ],
+            )
+            tx.executemany(
+                "INSERT INTO buildings (version_id, code, grid_code, name, geom) VALUES (?, ?, ?, ?, ?)",
+                [(version_id, b.code, b.grid_code, b.name, codec.to_wkb(b.geometry)) for b in district.buildings],
+            )
+            tx.executemany(
+                "INSERT INTO devices (id, kind, name, geom, grid_code, zones) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name, geom = excluded.geom,"
+                " grid_code = excluded.grid_code, zones = excluded.zones",
+                [
+                    (d.id, d.kind, d.name, codec.to_wkb(d.geometry), d.grid_code, to_json(list(d.zones)))
+                    for d in district.devices
+                ],
+            )
+            tx.executemany(
+                "INSERT INTO patrollers (id, name, phone, grid_codes, shifts, home) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET name = excluded.name, phone = excluded.phone,"
+                " grid_codes = excluded.grid_codes, shifts = excluded.shifts, home = excluded.home",
+                [
+                    (
+                        p.id,
+                        p.name,
+                        p.phone,
+                        to_json(list(p.grid_codes)),
+                        to_json(codec.shifts_to_json(p.shifts)),
+                        None if p.home is None else codec.to_wkb(Point(p.home)),
+                    )
+                    for p in district.patrollers
+                ],
+            )
+            row = tx.execute(
+                "SELECT id, label, created_at, is_current FROM grid_versions WHERE id = ?", (version_id,)
+            ).fetchone()
+        logger.info(
+            "sqlite: loaded %s as grid version %s (%d grids, %d buildings, %d devices, %d patrollers)",
+            label,
+            version_id,
+            len(district.grids),
+            len(district.buildings),
+            len(district.devices),
+            len(district.patrollers),
+        )
+        return _version(row)
+
+    def current_version(self) -> GridVersion | None:
+        """Return the current grid version."""
+        rows = self._query("SELECT id, label, created_at, is_current FROM grid_versions WHERE is_current = 1")
+        return _version(rows[0]) if rows else None
+
+    def grids(self, *, level: int | None = None, version: int | None = None) -> list[Grid]:
+        """Grids of a version (default current), optionally of one level, ordered by code."""
+        rows = self._query(
+            "SELECT code, level, name, parent_code, geom FROM grids"
+            " WHERE version_id = coalesce(:version, (SELECT id FROM grid_versions WHERE is_current = 1))"
+            " AND (:level IS NULL OR level = :level) ORDER BY code",
+            {"version": version, "level": level},
+        )
+        return [_grid(r) for r in rows]
+
+    def grid(self, code: str, *, version: int | None = None) -> Grid | None:
+        """One grid by code."""
+        rows = self._query(
+            "SELECT code, level, name, parent_code, geom FROM grids"
+            " WHERE version_id = coalesce(:version, (SELECT id FROM grid_versions WHERE is_current = 1))"
+            " AND code = :code",
+            {"version": version, "code": code},
+        )
+        return _grid(rows[0]) if rows else None
+
+    def buildings(self, *, version: int | None = None) -> list[Building]:
+        """Buildings of a version (default current), ordered by code."""
+        rows = self._query(
+            "SELECT code, grid_code, name, geom FROM buildings"
+            " WHERE version_id = coalesce(:version, (SELECT id FROM grid_versions WHERE is_current = 1))"
+            " ORDER BY code",
+            {"version": version},
+        )
+        return [Building(r["code"], r["grid_code"], r["name"], codec.from_wkb(r["geom"])) for r in rows]
+
+    def devices(self) -> list[Device]:
+        """The device registry, ordered by id."""
+        rows = self._query("SELECT id, kind, name, geom, grid_code, zones FROM devices ORDER BY id")
+        return [
+            Device(
+                r["id"], r["kind"], r["name"], codec.from_wkb(r["geom"]), r["grid_code"], tuple(json.loads(r["zones"]))
+            )
+            for r in rows
+        ]
+
+    def patrollers(self) -> list[Patroller]:
+        """Patrollers with assignments and shifts, ordered by id."""
+        rows = self._query("SELECT id, name, phone, grid_codes, shifts, home FROM patrollers ORDER BY id")
+        result = []
+        for r in rows:
+            home = None if r["home"] is None else codec.from_wkb(r["home"])
+            result.append(
+                Patroller(
+                    id=r["id"],
+                    name=r["name"],
+                    phone=r["phone"],
+                    grid_codes=tuple(json.loads(r["grid_codes"])),
+                    shifts=codec.shifts_from_json(json.loads(r["shifts"])),
+                    home=None if home is None else (home.x, home.y),
+                )
+            )
+        return result
+
+    def positions(self) -> dict[str, Position]:
+        """Last known positions by patroller id."""
+        rows = self._query("SELECT patroller_id, ts, lon, lat, acc FROM patroller_positions")
+        return {
+            r["patroller_id"]: Position(r["patroller_id"], from_ts_text(r["ts"]), r["lon"], r["lat"], r["acc"])
+            for r in rows
+        }
+
+    # --- incidents -----------------------------------------------------------------------------------
+    def incidents(self, query: IncidentQuery) -> list[Incident]:
+        """Incidents matching the query, newest (by created_at) first; `since` compares with updated_at."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if query.states:
+            clauses.append(f"state IN ({', '.join('?' * len(query.states))})")
+            params.extend(str(s) for s in query.states)
+        if query.grid_prefix is not None:
+            clauses.append("substr(l3, 1, ?) = ?")
+            params.extend((len(query.grid_prefix), query.grid_prefix))
+        if query.bbox is not None:
+            min_lon, min_lat, max_lon, max_lat = query.bbox
+            clauses.append("lon BETWEEN ? AND ? AND lat BETWEEN ? AND ?")
+            params.extend((min_lon, max_lon, min_lat, max_lat))
+        if query.since is not None:
+            clauses.append("updated_at >= ?")
+            params.append(ts_text(query.since, "query.since"))
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        params.append(max(0, query.limit))
+        rows = self._query(f"{INCIDENT_SELECT}{where} ORDER BY created_at DESC, id DESC LIMIT ?", params)
+        return [incident_from_row(r) for r in rows]
+
+    def incident(self, incident_id: str) -> Incident | None:
+        """One incident."""
+        rows = self._query(f"{INCIDENT_SELECT} WHERE id = ?", (incident_id,))
+        return incident_from_row(rows[0]) if rows else None
+
+    def history(self, incident_id: str) -> list[HistoryEntry]:
+        """An incident's audit log, oldest first."""
+        rows = self._query(f"{_HISTORY_SELECT} WHERE incident_id = ? ORDER BY at, id", (incident_id,))
+        return [codec.history_from_values({**dict(r), "at": from_ts_text(r["at"])}) for r in rows]
+
+    def alarms_of(self, incident_id: str) -> list[Alarm]:
+        """The alarms joined into an incident, oldest first."""
+        rows = self._query(f"{ALARM_SELECT} WHERE incident_id = ? ORDER BY ts, id", (incident_id,))
+        return [alarm_from_row(r) for r in rows]
+
+    def count_alarms(self) -> int:
+        """How many alarms are stored."""
+        return int(self._query("SELECT count(*) FROM alarms")[0][0])
+
+    # --- dead letters and outbox -----------------------------------------------------------------
+    def dead_letters(self, *, limit: int = 100) -> list[StoredDeadLetter]:
+        """Newest dead letters first."""
+        rows = self._query(
+            "SELECT id, topic, payload, reason, detail, received_at FROM dead_letters"
+            " ORDER BY received_at DESC, id DESC LIMIT ?",
+            (max(0, limit),),
+        )
+        return [
+            StoredDeadLetter(
+                r["id"],
+                DeadLetter(r["topic"], bytes(r["payload"]), r["reason"], r["detail"], from_ts_text(r["received_at"])),
+            )
+            for r in rows
+        ]
+
+    def pending_notifications(self, *, limit: int = 500) -> list[tuple[int, Notification]]:
+        """Outbox rows not yet delivered, oldest first."""
+        rows = self._query(
+            "SELECT id, topic, payload FROM outbox WHERE delivered_at IS NULL ORDER BY id LIMIT ?", (max(0, limit),)
+        )
+        return [(r["id"], Notification(r["topic"], json.loads(r["payload"]))) for r in rows]
+
+    def mark_notifications(self, ids: Sequence[int], *, delivered: bool, error: str | None = None) -> None:
+        """Record a delivery (or a failed attempt: attempts + 1, last error); delivered rows stay delivered."""
+        if not ids:
+            return
+        id_list = to_json([int(i) for i in ids])
+        with self._transaction() as tx:
+            if delivered:
+                tx.execute(
+                    "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1"
+                    " WHERE id IN (SELECT value FROM json_each(?)) AND delivered_at IS NULL",
+                    (ts_text(codec.now_utc()), id_list),
+                )
+            else:
+                tx.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = coalesce(?, last_error)"
+                    " WHERE id IN (SELECT value FROM json_each(?)) AND delivered_at IS NULL",
+                    (error, id_list),
+                )
+
+    def notification_counters(self) -> dict[str, int]:
+        """Outbox counters: pending, delivered, failed_attempts, and retrying (pending after a failure)."""
+        row = self._query(
+            "SELECT count(*) FILTER (WHERE delivered_at IS NULL) AS pending,"
+            " count(delivered_at) AS delivered,"
+            " coalesce(sum(attempts), 0) - count(delivered_at) AS failed_attempts,"
+            " count(*) FILTER (WHERE delivered_at IS NULL AND attempts > 0) AS retrying"
+            " FROM outbox"
+        )[0]
+        return {k: int(row[k]) for k in ("pending", "delivered", "failed_attempts", "retrying")}
+
+
+def _version(row: sqlite3.Row) -> GridVersion:
+    return GridVersion(row["id"], row["label"], from_ts_text(row["created_at"]), bool(row["is_current"]))
+
+
+def _grid(row: sqlite3.Row) -> Grid:
+    return Grid(row["code"], row["level"], row["name"], codec.from_wkb(row["geom"]), row["parent_code"])

@@ -1,0 +1,195 @@
+"""The SQLite unit of work (the ingest path's writes) and the row codecs shared with store.sqlite.
+
+Datetimes are stored as fixed-width UTC ISO text (`ts_text`), so that text order is time order and
+`>=` comparisons in SQL are time comparisons.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from alerts.model import OPEN_STATES, HistoryEntry, Incident, Notification
+from ingest.model import Alarm, DeadLetter, PatrollerPosition
+from store import codec
+
+INCIDENT_SELECT = f"SELECT {', '.join(codec.INCIDENT_COLUMNS)} FROM incidents"
+ALARM_SELECT = f"SELECT {', '.join(codec.ALARM_COLUMNS)} FROM alarms"
+OPEN_STATE_NAMES = sorted(str(s) for s in OPEN_STATES)
+INCIDENT_TIMES = ("first_alarm_at", "last_alarm_at", "dispatched_at", "deadline", "created_at", "updated_at")
+
+
+def ts_text(value: datetime, field: str = "datetime") -> str:
+    """Fixed-width UTC ISO text, so that text order is time order."""
+    return codec.to_utc(value, field).isoformat(timespec="microseconds")
+
+
+def opt_ts_text(value: datetime | None, field: str = "datetime") -> str | None:
+    """ts_text for an optional value."""
+    return None if value is None else ts_text(value, field)
+
+
+def from_ts_text(text: str) -> datetime:
+    """Inverse of ts_text."""
+    return datetime.fromisoformat(text)
+
+
+def opt_from_ts_text(text: str | None) -> datetime | None:
+    """from_ts_text for an optional value."""
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON text (UTF-8 kept as is)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class SqliteUnitOfWork:
+    """store.ports.UnitOfWork inside one SQLite transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def known_alarm_keys(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Return which (device_id, msg_id) keys are already stored."""
+        wanted = codec.key_map(keys)
+        if not wanted:
+            return set()
+        # CROSS JOIN keeps the key list as the outer loop: one unique-index probe per key
+        rows = self._conn.execute(
+            "SELECT a.device_id, a.msg_id FROM json_each(?) AS k CROSS JOIN alarms AS a"
+            " WHERE a.device_id = json_extract(k.value, '$[0]') AND a.msg_id = json_extract(k.value, '$[1]')",
+            (to_json(list(wanted)),),
+        ).fetchall()
+        return {key for r in rows for key in wanted[(r[0], r[1])]}
+
+    def add_alarms(self, alarms: Sequence[tuple[Alarm, str]]) -> int:
+        """Store (alarm, incident_id) pairs; a key already stored is skipped. Return rows inserted."""
+        if not alarms:
+            return 0
+        columns = codec.ALARM_COLUMNS
+        rows = []
+        for alarm, incident_id in alarms:
+            v = codec.alarm_values(alarm, incident_id)
+            v.update(ts=ts_text(v["ts"]), received_at=ts_text(v["received_at"]), data=to_json(v["data"]))
+            v["warnings"] = to_json(v["warnings"])
+            rows.append(tuple(v[c] for c in columns))
+        cur = self._conn.executemany(
+            f"INSERT INTO alarms ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            " ON CONFLICT (device_id, msg_id) DO NOTHING",
+            rows,
+        )
+        return max(0, cur.rowcount)
+
+    def open_incidents_for(self, keys: Iterable[tuple[str, str]], since: datetime) -> dict[tuple[str, str], Incident]:
+        """Newest (by created_at) open incident per (device_id, type) whose last alarm is at or after `since`."""
+        wanted = codec.key_map(keys)
+        if not wanted:
+            return {}
+        rows = self._conn.execute(
+            f"SELECT {', '.join('i.' + c for c in codec.INCIDENT_COLUMNS)}"
+            " FROM json_each(?) AS k CROSS JOIN incidents AS i"
+            " WHERE i.device_id = json_extract(k.value, '$[0]') AND i.type = json_extract(k.value, '$[1]')"
+            f" AND i.state IN ({', '.join('?' * len(OPEN_STATE_NAMES))}) AND i.last_alarm_at >= ?"
+            " ORDER BY i.device_id, i.type, i.created_at DESC, i.id DESC",
+            (to_json(list(wanted)), *OPEN_STATE_NAMES, ts_text(since, "since")),
+        ).fetchall()
+        found: dict[tuple[str, str], Incident] = {}
+        for r in rows:
+            for key in wanted[(r["device_id"], r["type"])]:
+                if key not in found:  # rows come newest first per key
+                    found[key] = incident_from_row(r)
+        return found
+
+    def get_incident(self, incident_id: str, *, for_update: bool = False) -> Incident | None:
+        """Return one incident (the transaction already holds SQLite's write lock, so for_update needs nothing)."""
+        del for_update  # BEGIN IMMEDIATE already serializes writers
+        row = self._conn.execute(f"{INCIDENT_SELECT} WHERE id = ?", (incident_id,)).fetchone()
+        return None if row is None else incident_from_row(row)
+
+    def save_incidents(self, incidents: Sequence[Incident]) -> None:
+        """Insert or update incidents (upsert by id; created_at is kept from the first save)."""
+        if not incidents:
+            return
+        columns = codec.INCIDENT_COLUMNS
+        rows = []
+        for incident in incidents:
+            v = codec.incident_values(incident)
+            v["route"] = to_json(v["route"])
+            for c in INCIDENT_TIMES:
+                v[c] = opt_ts_text(v[c])
+            rows.append(tuple(v[c] for c in columns))
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("id", "created_at"))
+        self._conn.executemany(
+            f"INSERT INTO incidents ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            f" ON CONFLICT (id) DO UPDATE SET {updates}",
+            rows,
+        )
+
+    def add_history(self, entries: Sequence[HistoryEntry]) -> None:
+        """Append audit-log rows."""
+        rows = []
+        for entry in entries:
+            v = codec.history_values(entry)
+            rows.append(
+                (v["incident_id"], ts_text(v["at"]), v["action"], v["from_state"], v["to_state"], v["actor"], v["note"])
+            )
+        self._conn.executemany(
+            "INSERT INTO incident_history (incident_id, at, action, from_state, to_state, actor, note)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Store dead letters with their reasons."""
+        rows = []
+        for letter in letters:
+            v = codec.dead_letter_values(letter)
+            rows.append((v["topic"], v["payload"], v["reason"], v["detail"], ts_text(v["received_at"])))
+        self._conn.executemany(
+            "INSERT INTO dead_letters (topic, payload, reason, detail, received_at) VALUES (?, ?, ?, ?, ?)", rows
+        )
+
+    def add_notifications(self, notifications: Sequence[Notification]) -> list[int]:
+        """Write notifications to the outbox; return their ids."""
+        now = ts_text(codec.now_utc())
+        ids: list[int] = []
+        for n in notifications:
+            v = codec.notification_values(n.topic, n.payload)
+            cur = self._conn.execute(
+                "INSERT INTO outbox (topic, payload, created_at) VALUES (?, ?, ?)",
+                (v["topic"], to_json(v["payload"]), now),
+            )
+            assert cur.lastrowid is not None
+            ids.append(cur.lastrowid)
+        return ids
+
+    def set_positions(self, positions: Sequence[PatrollerPosition]) -> None:
+        """Update last known positions (keep the newest by ts)."""
+        now = ts_text(codec.now_utc())
+        self._conn.executemany(
+            "INSERT INTO patroller_positions (patroller_id, ts, lon, lat, acc, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (patroller_id) DO UPDATE SET ts = excluded.ts, lon = excluded.lon, lat = excluded.lat,"
+            " acc = excluded.acc, updated_at = excluded.updated_at WHERE excluded.ts > patroller_positions.ts",
+            [(p.patroller_id, ts_text(p.ts, "position.ts"), p.lon, p.lat, p.acc, now) for p in positions],
+        )
+
+
+def incident_from_row(row: sqlite3.Row) -> Incident:
+    """Decode an `incidents` row selected with INCIDENT_SELECT."""
+    v = dict(row)
+    v["route"] = json.loads(v["route"])
+    for c in INCIDENT_TIMES:
+        v[c] = opt_from_ts_text(v[c])
+    return codec.incident_from_values(v)
+
+
+def alarm_from_row(row: sqlite3.Row) -> Alarm:
+    """Decode an `alarms` row selected with ALARM_SELECT."""
+    v = dict(row)
+    v.update(ts=from_ts_text(v["ts"]), received_at=from_ts_text(v["received_at"]), data=json.loads(v["data"]))
+    v["warnings"] = json.loads(v["warnings"])
+    return codec.alarm_from_values(v)
