@@ -1,0 +1,1 @@
+"""One module per payload format; each has a pure `decode(...)` returning a value object or a DeadLetter."""
