@@ -1,0 +1,1 @@
+"""The composition root: FastAPI app, CLI, settings, runtime wiring."""

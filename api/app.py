@@ -1,0 +1,57 @@
+"""create_app(settings): the FastAPI application over a Runtime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import RedirectResponse
+
+from api.errors import add_exception_handlers
+from api.routes import grids, incidents, locate, pages, registry
+from api.runtime import Runtime
+from api.settings import Settings
+
+
+def create_app(settings: Settings, runtime: Runtime | None = None, *, with_ingest: bool = False) -> FastAPI:
+    """Build the app. Without `runtime`, the lifespan opens one from settings (and starts ingest if asked)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = runtime is None
+        rt = runtime or Runtime.open(settings)
+        app.state.runtime = rt
+        if own and with_ingest:
+            rt.start_ingest()
+        try:
+            yield
+        finally:
+            if own:
+                rt.close()
+
+    app = FastAPI(
+        title="gridwatch",
+        version="0.1.0",
+        description="Grid management and IoT alarm monitoring for city command centers.",
+        lifespan=lifespan,
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+    api = APIRouter(prefix="/api/v1")
+    for module in (locate, grids, incidents, registry):
+        api.include_router(module.router)
+    app.include_router(api)
+    app.include_router(pages.router)
+    add_exception_handlers(app)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/map")
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, object]:
+        rt = app.state.runtime
+        return {"status": "ok", "grid_version": rt.index.version, "ingest": rt.ingest_status()}
+
+    return app

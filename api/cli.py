@@ -1,0 +1,227 @@
+"""The `gridwatch` command line (typer). Heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="gridwatch: grid management and IoT alarm monitoring.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+dl_app = typer.Typer(help="Dead letters: messages that could not be accepted.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(dl_app, name="deadletters")
+
+SAMPLE_LABEL = "sample-district-seed-7"
+logger = logging.getLogger("gridwatch")
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("amqtt", "transitions", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _settings(**overrides: object):  # noqa: ANN202 - lazy import keeps `--help` fast
+    from api.settings import Settings
+
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def seed_store(store, seed: int = 7) -> int:  # noqa: ANN001
+    """Load the sample district into a store unless it is there already; return the version id."""
+    from geo.district import build_sample_district
+
+    label = SAMPLE_LABEL if seed == 7 else f"sample-district-seed-{seed}"
+    return store.load_district(build_sample_district(seed=seed), label).id
+
+
+@db_app.command("migrate")
+def db_migrate(database_url: Annotated[str | None, typer.Option(envvar="GRIDWATCH_DATABASE_URL")] = None) -> None:
+    """Apply pending schema migrations."""
+    from store import open_store
+
+    store = open_store(_settings(database_url=database_url).database_url)
+    applied = store.migrate()
+    typer.echo(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
+    store.close()
+
+
+@app.command()
+def seed(
+    database_url: Annotated[str | None, typer.Option(envvar="GRIDWATCH_DATABASE_URL")] = None,
+    seed_value: Annotated[int, typer.Option("--seed")] = 7,
+) -> None:
+    """Build the sample district (5 / 29 / 138 grids, ~1,100 buildings, 163 patrollers, devices) and store it."""
+    from store import open_store
+
+    settings = _settings(database_url=database_url)
+    store = open_store(settings.database_url)
+    store.migrate()
+    version = seed_store(store, seed_value)
+    typer.echo(f"sample district stored as grid version {version} in {settings.database_url}")
+    store.close()
+
+
+@dl_app.command("list")
+def deadletters_list(
+    database_url: Annotated[str | None, typer.Option(envvar="GRIDWATCH_DATABASE_URL")] = None,
+    limit: int = 20,
+) -> None:
+    """Show the newest dead letters with their reasons."""
+    from store import open_store
+
+    store = open_store(_settings(database_url=database_url).database_url)
+    for row in store.dead_letters(limit=limit):
+        dl = row.dead_letter
+        typer.echo(f"{row.id:>6}  {dl.received_at:%Y-%m-%d %H:%M:%S}  {dl.reason:<18} {dl.topic}  {dl.detail[:80]}")
+    store.close()
+
+
+def _wait(duration: float | None, stop: threading.Event) -> None:
+    def _stop(*_: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    stop.wait(duration)
+
+
+def _serve_http(app_, host: str, port: int):  # noqa: ANN001, ANN202
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning", lifespan="on"))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.run, name="http", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        raise typer.BadParameter(f"HTTP server did not start on {host}:{port} (port in use?)")
+    return server, thread
+
+
+@app.command()
+def serve(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    no_ingest: Annotated[bool, typer.Option("--no-ingest", help="API only; no MQTT worker")] = False,
+) -> None:
+    """Run the API and map (and the ingest worker unless --no-ingest) against the configured store and broker."""
+    import uvicorn
+
+    from api.app import create_app
+
+    _logging(verbose)
+    settings = _settings()
+    uvicorn.run(create_app(settings, with_ingest=not no_ingest), host=settings.api_host, port=settings.api_port, log_level="info")
+
+
+@app.command()
+def ingest(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+) -> None:
+    """Run the ingest worker alone (several may share a $share/ subscription: set GRIDWATCH_MQTT_SHARED_GROUP)."""
+    from api.runtime import Runtime
+
+    _logging(verbose)
+    rt = Runtime.open(_settings())
+    rt.start_ingest()
+    typer.echo(f"ingest worker {rt.settings.mqtt_client_id} running; Ctrl-C to stop")
+    _wait(duration, threading.Event())
+    rt.close()
+
+
+@app.command()
+def simulate(
+    mqtt_url: Annotated[str, typer.Option(envvar="GRIDWATCH_MQTT_URL")] = "mqtt://127.0.0.1:1883",
+    rate: Annotated[float, typer.Option(help="messages per second")] = 5.0,
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    seed_value: Annotated[int, typer.Option("--seed")] = 7,
+    protocol: Annotated[str, typer.Option(help="5 or 3.1.1")] = "5",
+) -> None:
+    """Publish simulated device and patroller traffic from the sample district to any broker."""
+    from geo.district import build_sample_district
+    from ingest.simulator import Simulator
+
+    _logging(False)
+    district = build_sample_district(seed=seed_value)
+    sim = Simulator(district.devices, district.patrollers, mqtt_url, rate=rate, seed=seed_value, protocol=protocol)
+    sim.start()
+    _wait(duration, threading.Event())
+    sim.stop()
+
+
+@app.command()
+def demo(
+    duration: Annotated[float | None, typer.Option(envvar="DURATION", help="stop after this many seconds (default: until Ctrl-C)")] = None,
+    rate: Annotated[float, typer.Option(help="simulated messages per second")] = 4.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """The full loop on embedded defaults: SQLite, embedded MQTT broker, simulated devices, API and map."""
+    from api.app import create_app
+    from api.runtime import Runtime
+    from ingest.broker import EmbeddedBroker
+    from ingest.simulator import Simulator, raise_alarm_command
+    from store import open_store
+
+    _logging(verbose)
+    settings = _settings(demo=True, mqtt_protocol="3.1.1")
+    store = open_store(settings.database_url)
+    store.migrate()
+    version = seed_store(store)
+    rt = Runtime(settings, store)
+    broker = EmbeddedBroker()
+    broker_url = broker.start()
+    stop = threading.Event()
+    server = sim = None
+    try:
+        rt.start_ingest(broker_url)
+        server, _ = _serve_http(create_app(settings, rt), settings.api_host, settings.api_port)
+        sim = Simulator(list(rt.devices.values()), rt.patrollers, broker_url, rate=rate, seed=int(time.time()), protocol="3.1.1")
+        sim.start()
+        base = f"http://{settings.api_host}:{settings.api_port}"
+        device = next(d for d in rt.devices.values() if d.kind == "fence")
+        grid = rt.grid_by_code[device.grid_code]
+        c = grid.geometry.representative_point()
+        typer.echo(
+            "\n".join(
+                [
+                    "",
+                    "gridwatch demo is running",
+                    f"  store:        {settings.database_url} (grid version {version}: {len(rt.grid_by_code)} grids, {len(rt.devices)} devices, {len(rt.patrollers)} patrollers)",
+                    f"  broker:       {broker_url}",
+                    f"  map wall:     {base}/map",
+                    f"  API docs:     {base}/docs",
+                    f"  incidents:    {base}/api/v1/incidents",
+                    "  raise an alarm by hand (it will be routed to grid " + grid.code + "):",
+                    "    " + raise_alarm_command(broker_url, device, c.x, c.y),
+                    "",
+                    "Ctrl-C to stop" + (f" (stopping by itself after {duration:g} s)" if duration else ""),
+                ]
+            ),
+        )
+        _wait(duration, stop)
+    finally:
+        typer.echo("stopping…")
+        if sim is not None:
+            sim.stop()
+        if server is not None:
+            server.should_exit = True
+        rt.close()
+        broker.stop()
+        typer.echo(f"stopped: {rt.stats['alarms_stored']} alarms stored, {rt.stats['incidents_created']} incidents opened, {rt.stats['dead_letters']} dead letters")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

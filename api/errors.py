@@ -1,0 +1,64 @@
+"""RFC 9457 problem+json responses; the one place that maps domain errors to HTTP status codes."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from alerts.actions import IncidentNotFoundError
+from alerts.errors import IllegalTransitionError, UnknownActionError
+from geo.errors import OutsideDistrictError
+
+logger = logging.getLogger(__name__)
+PROBLEM = "application/problem+json"
+
+
+class NotFoundProblem(Exception):
+    """A resource addressed by the URL does not exist."""
+
+
+STATUS = {
+    NotFoundProblem: (404, "not-found", "Not found"),
+    IncidentNotFoundError: (404, "not-found", "Not found"),
+    OutsideDistrictError: (404, "outside-district", "Outside the district"),
+    IllegalTransitionError: (409, "illegal-transition", "Illegal transition"),
+    UnknownActionError: (422, "unknown-action", "Unknown action"),
+}
+
+
+def problem(status: int, type_: str, title: str, detail: str, **extra: object) -> JSONResponse:
+    """A problem+json response."""
+    body = {"type": f"https://gridwatch.dev/problems/{type_}", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def add_exception_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn errors into problem+json."""
+
+    def domain_handler(request: Request, exc: Exception) -> JSONResponse:
+        status, type_, title = STATUS[type(exc)]
+        extra = {}
+        if isinstance(exc, IllegalTransitionError):
+            extra = {"state": exc.state, "action": exc.action, "allowed": exc.allowed}
+        return problem(status, type_, title, str(exc), instance=str(request.url.path), **extra)
+
+    for exc_type in STATUS:
+        app.add_exception_handler(exc_type, domain_handler)
+
+    async def validation_handler(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "query", "path")), "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem(422, "validation", "Invalid request", detail, errors=errors, instance=str(request.url.path))
+
+    async def http_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, "http", str(exc.detail), str(exc.detail), instance=str(request.url.path))
+
+    app.add_exception_handler(RequestValidationError, validation_handler)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, http_handler)  # type: ignore[arg-type]

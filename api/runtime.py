@@ -1,0 +1,145 @@
+"""The runtime: store + grid index + router + intake + (optionally) the MQTT ingest worker and outbox relay.
+
+`serve`, `ingest` and `demo` all build one of these; tests build it from explicit Settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from alerts.intake import IncidentIntake, IntakeResult
+from alerts.outbox import OutboxRelay
+from alerts.routing import Router
+from api.settings import Settings
+from geo.index import GridIndex
+from ingest.decode import decode_message
+from ingest.model import Alarm, DeadLetter, PatrollerPosition
+from store import open_store
+from store.ports import Store
+
+logger = logging.getLogger(__name__)
+
+#: Topic filters the ingest worker subscribes to (reading/status topics arrive with the devices issue).
+INGEST_TOPICS = ("gridwatch/devices/+/alarm", "gridwatch/patrollers/+/location", "owntracks/+/+")
+
+
+def utcnow() -> datetime:
+    """Aware UTC now (the only clock of the runtime; tests may pass their own)."""
+    return datetime.now(UTC)
+
+
+class Runtime:
+    """Everything a process of gridwatch holds in memory, wired to its store and broker."""
+
+    def __init__(self, settings: Settings, store: Store, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self.store = store
+        self.now = clock
+        self.worker: Any = None
+        self.outbox = OutboxRelay(store, self._publish, retry_seconds=settings.outbox_retry_seconds)
+        self.stats = {"batches": 0, "messages": 0, "alarms_stored": 0, "duplicates": 0, "dead_letters": 0, "incidents_created": 0}
+        self.reload()
+
+    @classmethod
+    def open(cls, settings: Settings) -> Runtime:
+        """Open the store named by the settings, migrate it, and build the runtime."""
+        store = open_store(settings.database_url)
+        store.migrate()
+        return cls(settings, store)
+
+    def reload(self) -> None:
+        """(Re)build the in-memory grid index, registry and router from the store's current version."""
+        version = self.store.current_version()
+        grids = self.store.grids()
+        self.index = GridIndex(grids, self.store.buildings(), version=version.id if version else 0)
+        self.grid_by_code = {g.code: g for g in grids}
+        self.devices = {d.id: d for d in self.store.devices()}
+        self.patrollers = self.store.patrollers()
+        self.router = Router(self.index, self.patrollers, self.settings.timezone)
+        self.intake = IncidentIntake(
+            self.router,
+            self.devices,
+            cooldown=timedelta(seconds=self.settings.cooldown_seconds),
+            auto_dispatch=self.settings.auto_dispatch,
+        )
+        self.intake.remember_positions(self.store.positions())
+        logger.info("grid index: version %s, %d grids, %d devices, %d patrollers", self.index.version, len(grids), len(self.devices), len(self.patrollers))
+
+    # --- ingest ------------------------------------------------------------------------------
+    def handle_messages(self, messages: Sequence[Any]) -> IntakeResult:
+        """Decode a batch of MQTT messages, store what they produce in one transaction, then notify.
+
+        Called by the ingest worker before it acks the batch: if this raises, nothing was committed
+        and the messages are retried (at-least-once + idempotent storage = exactly once).
+        """
+        alarms: list[Alarm] = []
+        positions: list[PatrollerPosition] = []
+        dead: list[DeadLetter] = []
+        for msg in messages:
+            out = decode_message(
+                msg.topic,
+                msg.payload,
+                msg.received_at,
+                devices=self.devices,
+                inside=self.index.contains,
+                max_bytes=self.settings.max_payload_bytes,
+            )
+            if isinstance(out, Alarm):
+                alarms.append(out)
+            elif isinstance(out, PatrollerPosition):
+                positions.append(out)
+            elif isinstance(out, DeadLetter):
+                dead.append(out)
+        with self.store.unit_of_work() as uow:
+            result = self.intake.accept(uow, alarms=alarms, positions=positions, dead_letters=dead, now=self.now())
+        self.outbox.submit(result.notifications)
+        s = self.stats
+        s["batches"] += 1
+        s["messages"] += len(messages)
+        s["alarms_stored"] += result.alarms_stored
+        s["duplicates"] += result.duplicates
+        s["dead_letters"] += result.dead_letters
+        s["incidents_created"] += len(result.incidents_created)
+        return result
+
+    def start_ingest(self, mqtt_url: str | None = None) -> None:
+        """Connect the MQTT worker, subscribe to the ingest topics and start the outbox relay."""
+        from ingest.client import MqttWorker
+
+        url = mqtt_url or self.settings.mqtt_url
+        if url is None:
+            raise ValueError("no broker: set GRIDWATCH_MQTT_URL (or run `gridwatch demo` for the embedded broker)")
+        group = self.settings.mqtt_shared_group
+        topics = [f"$share/{group}/{t}" if group else t for t in INGEST_TOPICS]
+        self.worker = MqttWorker(
+            url,
+            client_id=self.settings.mqtt_client_id,
+            topics=topics,
+            handler=self.handle_messages,
+            protocol=self.settings.mqtt_protocol,
+            batch_size=self.settings.batch_size,
+            max_wait=self.settings.batch_wait_ms / 1000,
+        )
+        self.worker.start()
+        self.outbox.start()
+        self.outbox.sweep()
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        if self.worker is None:
+            raise RuntimeError("no MQTT connection: notification stays in the outbox")
+        self.worker.publish(topic, payload, qos=1)
+
+    def ingest_status(self) -> dict[str, Any]:
+        """Counters of the ingest path, for /healthz."""
+        return {"running": self.worker is not None, **self.stats}
+
+    def close(self) -> None:
+        """Stop ingest (draining the batch in progress), the relay, and close the store."""
+        if self.worker is not None:
+            self.worker.stop()
+        self.outbox.stop()
+        self.worker = None
+        self.store.close()

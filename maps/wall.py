@@ -1,0 +1,71 @@
+"""The command-center map wall: grids coloured by their worst open incident, incident markers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import folium
+
+from maps.style import QUIET_FILL, light_color, worst_light
+
+LEVEL_WEIGHT = {1: 3.0, 2: 2.0, 3: 1.0}
+
+
+def build_wall(
+    grids: dict[str, Any],
+    incidents: list[dict[str, Any]],
+    *,
+    title: str = "gridwatch map wall",
+    center: tuple[float, float] | None = None,
+    tiles: str | None = None,
+) -> folium.Map:
+    """Build the wall from a grid FeatureCollection (properties code, level, name) and incident dicts."""
+    by_grid: dict[str, list[str | None]] = {}
+    for inc in incidents:
+        if inc.get("grid"):
+            for level_len in (9, 12, 15):
+                by_grid.setdefault(inc["grid"][:level_len], []).append(inc.get("light") or "none")
+    features = []
+    for f in grids.get("features", []):
+        code = f["properties"]["code"]
+        lights = by_grid.get(code, [])
+        worst = worst_light([None if x == "none" else x for x in lights]) if lights else None
+        fill = light_color(worst) if lights else QUIET_FILL
+        props = {**f["properties"], "open_incidents": len(lights), "fill": fill}
+        features.append({"type": "Feature", "geometry": f["geometry"], "properties": props})
+    fmap = folium.Map(location=list(center) if center else [27.62, 113.85], zoom_start=13, tiles=tiles, control_scale=True)
+    fmap.get_root().header.add_child(folium.Element(f"<title>{title}</title>"))
+    if features:
+        layer = folium.GeoJson(
+            {"type": "FeatureCollection", "features": features},
+            name="grids",
+            style_function=lambda f: {
+                "fillColor": f["properties"]["fill"],
+                "color": "#37474f",
+                "weight": LEVEL_WEIGHT.get(f["properties"].get("level", 3), 1.0),
+                "fillOpacity": 0.35 if f["properties"]["open_incidents"] else 0.08,
+            },
+            tooltip=folium.GeoJsonTooltip(fields=["code", "name", "open_incidents"], aliases=["grid", "name", "open incidents"]),
+        )
+        layer.add_to(fmap)
+        if center is None:
+            fmap.fit_bounds(layer.get_bounds())
+    markers = folium.FeatureGroup(name="incidents")
+    for inc in incidents:
+        popup = (
+            f"<b>{inc['type']}</b><br>{inc['id']}<br>state: {inc['state']}<br>light: {inc.get('light') or '-'}"
+            f"<br>grid: {inc.get('grid') or '-'}<br>assignee: {inc.get('assignee') or 'command center'}"
+            f"<br>alarms: {inc.get('alarm_count', 1)}"
+        )
+        folium.CircleMarker(
+            location=[inc["lat"], inc["lon"]],
+            radius=7,
+            color=light_color(inc.get("light")),
+            fill=True,
+            fill_opacity=0.9,
+            popup=folium.Popup(popup, max_width=300),
+            tooltip=f"{inc['type']} ({inc['state']})",
+        ).add_to(markers)
+    markers.add_to(fmap)
+    folium.LayerControl().add_to(fmap)
+    return fmap
