@@ -161,29 +161,33 @@ def simulate(
 def demo(
     duration: Annotated[float | None, typer.Option(envvar="DURATION", help="stop after this many seconds (default: until Ctrl-C)")] = None,
     rate: Annotated[float, typer.Option(help="simulated messages per second")] = 4.0,
+    broker_kind: Annotated[str, typer.Option("--broker", help="embedded (amqtt, in-process) or mosquitto (installed binary, durable)")] = "embedded",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """The full loop on embedded defaults: SQLite, embedded MQTT broker, simulated devices, API and map."""
     from api.app import create_app
     from api.runtime import Runtime
-    from ingest.broker import EmbeddedBroker
+    from ingest.broker import EmbeddedBroker, MosquittoBroker
     from ingest.simulator import Simulator, raise_alarm_command
     from store import open_store
 
     _logging(verbose)
-    settings = _settings(demo=True, mqtt_protocol="3.1.1")
+    if broker_kind not in ("embedded", "mosquitto"):
+        raise typer.BadParameter(f"--broker {broker_kind!r}: expected embedded or mosquitto")
+    protocol = "3.1.1" if broker_kind == "embedded" else "5"
+    settings = _settings(demo=True, mqtt_protocol=protocol)
     store = open_store(settings.database_url)
     store.migrate()
     version = seed_store(store)
     rt = Runtime(settings, store)
-    broker = EmbeddedBroker()
+    broker = EmbeddedBroker() if broker_kind == "embedded" else MosquittoBroker()
     broker_url = broker.start()
     stop = threading.Event()
     server = sim = None
     try:
         rt.start_ingest(broker_url)
         server, _ = _serve_http(create_app(settings, rt), settings.api_host, settings.api_port)
-        sim = Simulator(list(rt.devices.values()), rt.patrollers, broker_url, rate=rate, seed=int(time.time()), protocol="3.1.1")
+        sim = Simulator(list(rt.devices.values()), rt.patrollers, broker_url, rate=rate, seed=int(time.time()), protocol=protocol)
         sim.start()
         base = f"http://{settings.api_host}:{settings.api_port}"
         device = next(d for d in rt.devices.values() if d.kind == "fence")

@@ -136,10 +136,14 @@ class Runtime:
         """Counters of the ingest path, for /healthz."""
         return {"running": self.worker is not None, **self.stats}
 
-    def close(self) -> None:
-        """Stop ingest (draining the batch in progress), the relay, and close the store."""
+    def stop_ingest(self) -> None:
+        """Stop the MQTT worker (draining the batch in progress) and the outbox relay."""
         if self.worker is not None:
             self.worker.stop()
         self.outbox.stop()
         self.worker = None
+
+    def close(self) -> None:
+        """Stop ingest and close the store."""
+        self.stop_ingest()
         self.store.close()

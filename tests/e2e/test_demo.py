@@ -1,0 +1,105 @@
+"""`gridwatch demo` as a new user runs it: seeded district served, simulated incidents appear, the printed
+mosquitto_pub command raises an incident in the grid containing its point, bad input is dead-lettered,
+and Ctrl-C shuts it down cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from shapely.geometry import Point, shape
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def poll(fn, timeout: float, what: str):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = fn()
+        except httpx.HTTPError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+@pytest.mark.skipif(shutil.which("mosquitto_pub") is None, reason="mosquitto-clients not installed")
+def test_demo_runs_the_whole_loop(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "GRIDWATCH_DATABASE_URL": f"sqlite:///{tmp_path}/demo.db",
+        "GRIDWATCH_API_PORT": str(port),
+        "PYTHONUNBUFFERED": "1",
+    }
+    out = open(tmp_path / "demo.log", "w+")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "demo", "--duration", "240", "--rate", "8"],
+        cwd=tmp_path, env={**env, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        log = poll(lambda: (t := (tmp_path / "demo.log").read_text()) and "Ctrl-C to stop" in t and t, 90, "the demo banner")
+        assert f"http://127.0.0.1:{port}/map" in log
+        command = next(line.strip() for line in log.splitlines() if line.strip().startswith("mosquitto_pub "))
+        base = f"http://127.0.0.1:{port}"
+
+        grids = httpx.get(f"{base}/api/v1/grids?level=3").json()["features"]
+        assert len(grids) == 138
+        items = poll(lambda: httpx.get(f"{base}/api/v1/incidents").json()["items"], 20, "simulated incidents")
+        assert items[0]["state"] == "dispatched"
+        assert items[0]["id"] in httpx.get(f"{base}/map").text
+
+        args = shlex.split(command)
+        body = json.loads(args[args.index("-m") + 1])
+        subprocess.run(args, check=True, timeout=30)
+        point = Point(body["lon"], body["lat"])
+        expected = next(f["properties"]["code"] for f in grids if shape(f["geometry"]).contains(point))
+
+        def manual() -> dict | None:
+            for inc in httpx.get(f"{base}/api/v1/incidents?limit=5000").json()["items"]:
+                detail = httpx.get(f"{base}/api/v1/incidents/{inc['id']}").json()
+                if inc["device_id"] == args[args.index("-t") + 1].split("/")[2] and any(a["msg_id"] == body["id"] for a in detail["alarms"]):
+                    return inc
+            return None
+
+        inc = poll(manual, 20, "the hand-raised incident")
+        assert inc["grid"] == expected
+
+        host, bport = args[args.index("-h") + 1], args[args.index("-p") + 1]
+        subprocess.run(["mosquitto_pub", "-h", host, "-p", bport, "-q", "1", "-t", "gridwatch/devices/fence-001/alarm", "-m", "{broken"], check=True, timeout=30)
+        letters = poll(
+            lambda: [d for d in httpx.get(f"{base}/api/v1/dead-letters").json()["items"] if d["payload"] == "{broken"], 20, "the dead letter"
+        )
+        assert letters[0]["reason"] == "invalid_json"
+        before = httpx.get(f"{base}/healthz").json()["ingest"]["messages"]
+        poll(lambda: httpx.get(f"{base}/healthz").json()["ingest"]["messages"] > before, 20, "the pipeline to keep going")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        out.close()
+    tail = (tmp_path / "demo.log").read_text()
+    assert code == 0, tail[-3000:]
+    assert "stopped:" in tail
