@@ -23,16 +23,21 @@ EARTH_RADIUS_M = 6_371_008.8
 class Located(Protocol):
     """What the router needs from a point-index hit."""
 
-    l1: str | None
-    l2: str | None
-    l3: str | None
-    building: str | None
+    @property
+    def l1(self) -> str | None: ...
+    @property
+    def l2(self) -> str | None: ...
+    @property
+    def l3(self) -> str | None: ...
+    @property
+    def building(self) -> str | None: ...
 
 
 class PointIndex(Protocol):
     """What the router needs from geo.index.GridIndex."""
 
-    version: int
+    @property
+    def version(self) -> int: ...
 
     def locate(self, lon: float, lat: float) -> Located | None:
         """Locate one point."""

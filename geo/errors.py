@@ -11,3 +11,7 @@ class InvalidCodeError(GeoError):
 
 class OutsideDistrictError(GeoError):
     """A point lies outside every grid of the district."""
+
+
+class GridSetError(GeoError):
+    """A set of grids cannot be indexed (empty, duplicate codes, non-polygonal geometry)."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time
 from typing import Literal
 
+from shapely.geometry import Point
 from shapely.geometry.base import BaseGeometry
 
 from geo.errors import InvalidCodeError
@@ -123,6 +124,15 @@ class Device:
     geometry: BaseGeometry
     grid_code: str
     zones: tuple[str, ...] = field(default=())
+
+    def anchor(self) -> Point:
+        """Return the point that places the device: itself, a line's midpoint, else an inner point."""
+        geom = self.geometry
+        if isinstance(geom, Point):
+            return geom
+        if geom.geom_type in ("LineString", "LinearRing"):
+            return geom.interpolate(0.5, normalized=True)
+        return geom.point_on_surface()
 
 
 @dataclass(frozen=True, slots=True)
