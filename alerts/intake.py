@@ -30,6 +30,7 @@ AUTO_ACTOR = "system:auto-dispatch"
 class IntakeUnitOfWork(Protocol):
     """The slice of store.ports.UnitOfWork the intake uses."""
 
+    def lock_keys(self, keys: Sequence[tuple[str, str]]) -> None: ...
     def known_alarm_keys(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]: ...
     def add_alarms(self, alarms: Sequence[tuple[Alarm, str]]) -> int: ...
     def open_incidents_for(self, keys: Sequence[tuple[str, str]], since: datetime) -> dict[tuple[str, str], Incident]: ...
@@ -112,6 +113,8 @@ class IncidentIntake:
                 known = self.positions.get(pos.patroller_id)
                 if known is None or getattr(known, "ts", pos.ts) <= pos.ts:
                     self.positions[pos.patroller_id] = pos
+        if alarms:  # before any read: concurrent workers with alarms of the same device queue up here
+            uow.lock_keys(sorted({(a.device_id, a.type) for a in alarms}))
         fresh = self._fresh(uow, alarms, result)
         if not fresh:
             return result

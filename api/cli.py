@@ -118,6 +118,10 @@ def serve(
 
     _logging(verbose)
     settings = _settings()
+    try:
+        settings.check_secret()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     uvicorn.run(create_app(settings, with_ingest=not no_ingest), host=settings.api_host, port=settings.api_port, log_level="info")
 
 

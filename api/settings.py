@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SECRET = "change-me-demo-only"
@@ -30,8 +30,7 @@ class Settings(BaseSettings):
     max_payload_bytes: int = 64 * 1024
     outbox_retry_seconds: float = 5.0
 
-    @model_validator(mode="after")
-    def _refuse_default_secret(self) -> Settings:
+    def check_secret(self) -> None:
+        """Refuse the default secret outside demo mode (called by the commands that serve users)."""
         if not self.demo and self.secret_key.get_secret_value() == DEFAULT_SECRET and self.database_url.startswith("postgres"):
             raise ValueError("GRIDWATCH_SECRET_KEY must be set to a non-default value outside demo mode")
-        return self

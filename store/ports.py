@@ -51,6 +51,9 @@ class IncidentQuery:
 class UnitOfWork(Protocol):
     """One transaction. Leaving the `with` block commits; an exception rolls back."""
 
+    def lock_keys(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Serialize concurrent workers on these (device_id, type) correlation keys until commit."""
+
     def known_alarm_keys(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Return which (device_id, msg_id) keys are already stored."""
 

@@ -32,6 +32,20 @@ class PostgisUnitOfWork:
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
 
+    def lock_keys(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Take transaction-scoped advisory locks on the (device_id, type) keys, in hash order (no deadlocks).
+
+        Two ingest workers sharing a subscription may get alarms of the same device: the second waits
+        here until the first commits, then sees its alarms and incidents (no double incident, no lost count).
+        """
+        names = sorted({f"{d}\x1f{t}" for d, t in keys})
+        if names:
+            self._conn.execute(
+                "SELECT pg_advisory_xact_lock(h) FROM"
+                " (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest(%s::text[]) AS k ORDER BY 1) AS s",
+                (names,),
+            )
+
     def known_alarm_keys(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Return which (device_id, msg_id) keys are already stored."""
         wanted = codec.key_map(keys)
@@ -75,11 +89,13 @@ class PostgisUnitOfWork:
         if not wanted:
             return {}
         rows = self._conn.execute(
-            f"SELECT DISTINCT ON (i.device_id, i.type) {', '.join('i.' + c for c in codec.INCIDENT_COLUMNS)}"
+            # LATERAL … LIMIT 1 FOR UPDATE: the row stays locked until commit, so an operator's action
+            # on the same incident (which also locks it) cannot be overwritten by this join, nor vice versa.
+            f"SELECT {', '.join('i.' + c for c in codec.INCIDENT_COLUMNS)}"
             " FROM unnest(%s::text[], %s::text[]) AS k(device_id, type)"
-            " JOIN incidents AS i ON i.device_id = k.device_id AND i.type = k.type"
-            " WHERE i.state = ANY(%s) AND i.last_alarm_at >= %s"
-            " ORDER BY i.device_id, i.type, i.created_at DESC, i.id DESC",
+            " CROSS JOIN LATERAL (SELECT * FROM incidents AS j"
+            "  WHERE j.device_id = k.device_id AND j.type = k.type AND j.state = ANY(%s) AND j.last_alarm_at >= %s"
+            "  ORDER BY j.created_at DESC, j.id DESC LIMIT 1 FOR UPDATE) AS i",
             ([k[0] for k in wanted], [k[1] for k in wanted], OPEN_STATE_NAMES, codec.to_utc(since, "since")),
         ).fetchall()
         found: dict[tuple[str, str], Incident] = {}

@@ -53,6 +53,10 @@ class SqliteUnitOfWork:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
+    def lock_keys(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Nothing to do: BEGIN IMMEDIATE already serializes every writer of the database."""
+        del keys
+
     def known_alarm_keys(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Return which (device_id, msg_id) keys are already stored."""
         wanted = codec.key_map(keys)

@@ -46,6 +46,9 @@ class FakeUoW:
         self.notes: list[Notification] = []
         self.positions: list[PatrollerPosition] = []
 
+    def lock_keys(self, keys):
+        self.locked = list(keys)
+
     def known_alarm_keys(self, keys):
         return {k for k in keys if k in self.store.alarms or k in self.alarms}
 
