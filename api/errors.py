@@ -60,5 +60,10 @@ def add_exception_handlers(app: FastAPI) -> None:
     async def http_handler(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(exc.status_code, "http", str(exc.detail), str(exc.detail), instance=str(request.url.path))
 
+    async def unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "internal", "Internal error", "the server failed to handle this request; see its log", instance=str(request.url.path))
+
+    app.add_exception_handler(Exception, unexpected_handler)
     app.add_exception_handler(RequestValidationError, validation_handler)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_handler)  # type: ignore[arg-type]

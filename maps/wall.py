@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from html import escape
 from typing import Any
 
 import folium
@@ -32,6 +33,7 @@ def build_wall(
         worst = worst_light([None if x == "none" else x for x in lights]) if lights else None
         fill = light_color(worst) if lights else QUIET_FILL
         props = {**f["properties"], "open_incidents": len(lights), "fill": fill}
+        props["name"] = escape(str(props.get("name", "")))  # tooltips render HTML: names come from uploaded layers
         features.append({"type": "Feature", "geometry": f["geometry"], "properties": props})
     fmap = folium.Map(location=list(center) if center else [27.62, 113.85], zoom_start=13, tiles=tiles, control_scale=True)
     fmap.get_root().header.add_child(folium.Element(f"<title>{title}</title>"))
@@ -52,10 +54,11 @@ def build_wall(
             fmap.fit_bounds(layer.get_bounds())
     markers = folium.FeatureGroup(name="incidents")
     for inc in incidents:
+        e = {k: escape(str(v)) for k, v in inc.items() if isinstance(v, str | int | float)}
         popup = (
-            f"<b>{inc['type']}</b><br>{inc['id']}<br>state: {inc['state']}<br>light: {inc.get('light') or '-'}"
-            f"<br>grid: {inc.get('grid') or '-'}<br>assignee: {inc.get('assignee') or 'command center'}"
-            f"<br>alarms: {inc.get('alarm_count', 1)}"
+            f"<b>{e['type']}</b><br>{e['id']}<br>state: {e['state']}<br>light: {e.get('light') or '-'}"
+            f"<br>grid: {e.get('grid') or '-'}<br>assignee: {e.get('assignee') or 'command center'}"
+            f"<br>alarms: {e.get('alarm_count', 1)}"
         )
         folium.CircleMarker(
             location=[inc["lat"], inc["lon"]],

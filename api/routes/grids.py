@@ -20,6 +20,8 @@ def list_grids(
     version: Annotated[int | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
     """A FeatureCollection of grids, optionally of one level or version."""
+    if version is not None and not rt.store.grids(version=version, level=1):
+        raise NotFoundProblem(f"grid version {version} not found")
     return collection([grid_feature(g) for g in rt.store.grids(level=level, version=version)])
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from alerts.actions import IncidentNotFoundError, perform
 from alerts.model import IncidentState
@@ -19,6 +18,8 @@ router = APIRouter(tags=["incidents"])
 
 #: Actions wired in the API today; the rest of the workflow table arrives with the workflow issue.
 API_ACTIONS = ("acknowledge", "resolve", "close")
+#: How many incidents a `light=` query scans (lights are computed from the clock, not stored).
+LIGHT_SCAN_LIMIT = 100_000
 
 
 class ActionCreate(BaseModel):
@@ -52,16 +53,18 @@ def list_incidents(
     status: Annotated[list[IncidentState] | None, Query(description="state(s); repeat or comma-free")] = None,
     grid: Annotated[str | None, Query(pattern=r"^\d{9}(\d{3}){0,2}$")] = None,
     bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat")] = None,
-    since: datetime | None = None,
+    since: Annotated[AwareDatetime | None, Query(description="ISO-8601 with a zone; incidents updated since")] = None,
     light: Annotated[Literal["green", "yellow", "red"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> dict[str, Any]:
     """Incidents newest first, filtered by state, grid subtree, bbox, time and light."""
-    query = IncidentQuery(states=tuple(status or ()), grid_prefix=grid, bbox=_bbox(bbox), since=since, limit=limit)
+    # the light depends on `now`, so it is filtered here: fetch without the limit, then cut
+    fetch = limit if light is None else LIGHT_SCAN_LIMIT
+    query = IncidentQuery(states=tuple(status or ()), grid_prefix=grid, bbox=_bbox(bbox), since=since, limit=fetch)
     now = rt.now()
     items = [incident_dict(i, now) for i in rt.store.incidents(query)]
     if light is not None:
-        items = [i for i in items if i["light"] == light]
+        items = [i for i in items if i["light"] == light][:limit]
     return {"count": len(items), "items": items}
 
 
