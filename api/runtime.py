@@ -22,8 +22,22 @@ from store.ports import Store
 
 logger = logging.getLogger(__name__)
 
+DECODE_ERROR = "decode_error"
+STORE_REJECTED = "store_rejected"
+
 #: Topic filters the ingest worker subscribes to (reading/status topics arrive with the devices issue).
 INGEST_TOPICS = ("gridwatch/devices/+/alarm", "gridwatch/patrollers/+/location", "owntracks/+/+")
+
+
+def merge(total: IntakeResult, part: IntakeResult) -> None:
+    """Add one intake result into another."""
+    total.alarms_stored += part.alarms_stored
+    total.duplicates += part.duplicates
+    total.dead_letters += part.dead_letters
+    total.positions += part.positions
+    total.incidents_created.extend(part.incidents_created)
+    total.incidents_joined.extend(i for i in part.incidents_joined if i not in total.incidents_joined)
+    total.notifications.extend(part.notifications)
 
 
 def utcnow() -> datetime:
@@ -75,26 +89,16 @@ class Runtime:
         Called by the ingest worker before it acks the batch: if this raises, nothing was committed
         and the messages are retried (at-least-once + idempotent storage = exactly once).
         """
-        alarms: list[Alarm] = []
-        positions: list[PatrollerPosition] = []
-        dead: list[DeadLetter] = []
-        for msg in messages:
-            out = decode_message(
-                msg.topic,
-                msg.payload,
-                msg.received_at,
-                devices=self.devices,
-                inside=self.index.contains,
-                max_bytes=self.settings.max_payload_bytes,
-            )
-            if isinstance(out, Alarm):
-                alarms.append(out)
-            elif isinstance(out, PatrollerPosition):
-                positions.append(out)
-            elif isinstance(out, DeadLetter):
-                dead.append(out)
-        with self.store.unit_of_work() as uow:
-            result = self.intake.accept(uow, alarms=alarms, positions=positions, dead_letters=dead, now=self.now())
+        outs = [self._decode(msg) for msg in messages]
+        try:
+            result = self._commit(outs)
+        except Exception:
+            if len(messages) == 1 and outs and isinstance(outs[0], DeadLetter):
+                raise  # even a dead letter cannot be written: the store is down; retry the batch later
+            logger.warning("batch of %d messages failed; committing them one by one to isolate the cause", len(messages), exc_info=True)
+            result = IntakeResult()
+            for msg, out in zip(messages, outs, strict=True):
+                merge(result, self._commit_isolated(msg, out))
         self.outbox.submit(result.notifications)
         s = self.stats
         s["batches"] += 1
@@ -104,6 +108,42 @@ class Runtime:
         s["dead_letters"] += result.dead_letters
         s["incidents_created"] += len(result.incidents_created)
         return result
+
+    def _decode(self, msg: Any) -> Alarm | PatrollerPosition | DeadLetter | None:
+        try:
+            return decode_message(
+                msg.topic,
+                msg.payload,
+                msg.received_at,
+                devices=self.devices,
+                inside=self.index.contains,
+                max_bytes=self.settings.max_payload_bytes,
+            )
+        except Exception as exc:  # noqa: BLE001 - a decoder bug must not stall the pipeline
+            logger.exception("decoding a message on %s failed", msg.topic)
+            return DeadLetter(msg.topic, msg.payload, DECODE_ERROR, f"{type(exc).__name__}: {exc}"[:500], msg.received_at)
+
+    def _commit(self, outs: Sequence[Alarm | PatrollerPosition | DeadLetter | None]) -> IntakeResult:
+        alarms = [o for o in outs if isinstance(o, Alarm)]
+        positions = [o for o in outs if isinstance(o, PatrollerPosition)]
+        dead = [o for o in outs if isinstance(o, DeadLetter)]
+        with self.store.unit_of_work() as uow:
+            return self.intake.accept(uow, alarms=alarms, positions=positions, dead_letters=dead, now=self.now())
+
+    def _commit_isolated(self, msg: Any, out: Alarm | PatrollerPosition | DeadLetter | None) -> IntakeResult:
+        """Commit one message; if the store rejects it twice, store it as a dead letter instead.
+
+        When the store is down the dead letter cannot be written either: that raises, and the worker
+        retries the whole (unacked) batch later — nothing is dead-lettered because of an outage.
+        """
+        for attempt in (1, 2):
+            try:
+                return self._commit([out])
+            except Exception as exc:  # noqa: BLE001 - decided below
+                error = exc
+                logger.warning("message on %s rejected by the store (attempt %d): %s", msg.topic, attempt, exc)
+        detail = f"{type(error).__name__}: {error}"[:500]
+        return self._commit([DeadLetter(msg.topic, msg.payload, STORE_REJECTED, detail, msg.received_at)])
 
     def start_ingest(self, mqtt_url: str | None = None) -> None:
         """Connect the MQTT worker, subscribe to the ingest topics and start the outbox relay."""
