@@ -84,7 +84,7 @@ class OutboxRelay:
             try:
                 rows = self._queue.get(timeout=self.retry_seconds)
             except queue.Empty:
-                self._safe(self.sweep)
+                self._safe(lambda _rows: self.sweep(), [])
                 continue
             if rows is None:
                 return
@@ -95,14 +95,14 @@ class OutboxRelay:
                 except queue.Empty:
                     break
                 if more is None:
-                    self._safe(lambda: self.deliver(batch))
+                    self._safe(self.deliver, batch)
                     return
                 batch.extend(more)
-            self._safe(lambda: self.deliver(batch))
+            self._safe(self.deliver, batch)
 
     @staticmethod
-    def _safe(fn: Callable[[], int]) -> None:
+    def _safe(fn: Callable[[list[tuple[int, Notification]]], int], rows: list[tuple[int, Notification]]) -> None:
         try:
-            fn()
+            fn(rows)
         except Exception:  # noqa: BLE001 - the store may be down; the sweep retries later
             logger.exception("outbox relay pass failed; pending rows stay pending")

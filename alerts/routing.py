@@ -46,8 +46,10 @@ class PointIndex(Protocol):
 class HasLonLat(Protocol):
     """A last known position."""
 
-    lon: float
-    lat: float
+    @property
+    def lon(self) -> float: ...
+    @property
+    def lat(self) -> float: ...
 
 
 def distance_m(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
