@@ -152,19 +152,20 @@ class IncidentIntake:
 
     def _fresh(self, uow: IntakeUnitOfWork, alarms: Sequence[Alarm], result: IntakeResult) -> list[Alarm]:
         """Drop alarms already stored or repeated inside the batch (redeliveries)."""
-        seen: set[tuple[str, str]] = set()
-        unique: list[Alarm] = []
+        by_key: dict[tuple[str, str], Alarm] = {}
         for a in alarms:
-            if a.key in seen:
+            key = (a.device_id, a.msg_id)  # Alarm.key, without a property call per alarm
+            if key in by_key:
                 result.duplicates += 1
-                continue
-            seen.add(a.key)
-            unique.append(a)
-        if not unique:
+            else:
+                by_key[key] = a
+        if not by_key:
             return []
-        known = uow.known_alarm_keys([a.key for a in unique])
+        known = uow.known_alarm_keys(list(by_key))
+        if not known:
+            return list(by_key.values())
         result.duplicates += len(known)
-        return [a for a in unique if a.key not in known]
+        return [a for key, a in by_key.items() if key not in known]
 
     def _joins(self, incident: Incident, alarm: Alarm) -> bool:
         last = incident.last_alarm_at or incident.created_at

@@ -63,9 +63,14 @@ class OutboxRelay:
     def deliver(self, rows: Sequence[tuple[int, Notification]]) -> int:
         """Publish rows; mark the delivered ones and record failures. Return how many were delivered."""
         done: list[int] = []
+        encoded: dict[int, bytes] = {}  # a payload shared by several rows (grid + patroller topic) is encoded once
         for row_id, note in rows:
             try:
-                self.publish(note.topic, encode(note))
+                key = id(note.payload)
+                data = encoded.get(key)
+                if data is None:
+                    data = encoded[key] = encode(note)
+                self.publish(note.topic, data)
             except Exception as exc:  # noqa: BLE001 - any broker failure keeps the row pending
                 logger.warning("outbox row %s to %s not delivered: %s", row_id, note.topic, exc)
                 self.store.mark_notifications([row_id], delivered=False, error=str(exc)[:500])

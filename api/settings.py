@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
     cooldown_seconds: float = Field(600, description="repeats of (device, type) within this join the open incident")
     auto_dispatch: bool = True
-    batch_size: int = 500
+    batch_size: int = Field(5000, description="largest ingest batch under load (one commit, one ack write); the wait bounds it when idle")
     batch_wait_ms: float = 5.0
     max_payload_bytes: int = 64 * 1024
     outbox_retry_seconds: float = 5.0

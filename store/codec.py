@@ -13,6 +13,7 @@ bytes are stored unchanged.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, time
@@ -83,6 +84,8 @@ def opt_utc(value: datetime | None, field: str = "datetime") -> datetime | None:
 
 def clean_text(value: str) -> str:
     """Text every backend can store: NUL and lone surrogates become U+FFFD."""
+    if value.isascii():  # the common case: only a NUL can need replacing
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
     if "\x00" in value:
         value = value.replace("\x00", "\ufffd")
     try:
@@ -103,6 +106,37 @@ def clean_json(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [clean_json(v) for v in value]
     return value
+
+
+_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def fast_text(value: str | None) -> str | None:
+    """clean_text for an optional value, with a fast path for plain ASCII (the common case)."""
+    if value is None or (value.isascii() and "\x00" not in value):
+        return value
+    return clean_text(value)
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON text of clean_json(value), serialized once (the hot path of bulk writes).
+
+    Equal to `json.dumps(clean_json(value), ensure_ascii=False, separators=(",", ":"))`: the value
+    is dumped as it is, and cleaned only when the dump shows something to clean (a non-finite
+    float, an escaped NUL, or a lone surrogate that is not UTF-8).
+    """
+    try:
+        text = _COMPACT(value)
+    except (ValueError, TypeError):  # NaN/Infinity, or a Mapping that is not a dict: clean first
+        return _COMPACT(clean_json(value))
+    if "\\u0000" in text:
+        return _COMPACT(clean_json(value))
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return _COMPACT(clean_json(value))
+    return text
 
 
 def _clean_row(values: dict[str, Any]) -> dict[str, Any]:

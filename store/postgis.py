@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -28,7 +30,7 @@ from store import codec
 from store.errors import ConflictError, StoreError
 from store.migrate import load_migrations, pending
 from store.ports import IncidentQuery, Position, StoredDeadLetter
-from store.postgis_uow import ALARM_SELECT, INCIDENT_SELECT, Conn, PostgisUnitOfWork
+from store.postgis_uow import ALARM_SELECT, INCIDENT_SELECT, Conn, PostgisUnitOfWork, create_staging_tables
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,24 @@ def _translated(url: str) -> Iterator[None]:
         raise StoreError(f"{redact(url)}: {type(e).__name__}: {e}") from e
 
 
+CHECK_AFTER_IDLE_S = 1.0
+"""A pooled connection is checked (one round trip) when handed out after resting this long."""
+_checked_at: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
+
+
+def _check_if_rested(conn: Conn) -> None:
+    """Pool check: test a connection that was not used for a while, not one that just finished a transaction.
+
+    A busy ingest worker takes a connection for every batch; testing it each time would add a round
+    trip per batch. A connection that broke since its last use makes that batch fail, and the worker
+    retries it (unacked) on a fresh one.
+    """
+    now = time.monotonic()
+    if now - _checked_at.get(conn, -CHECK_AFTER_IDLE_S) >= CHECK_AFTER_IDLE_S:
+        ConnectionPool.check_connection(conn)
+    _checked_at[conn] = now
+
+
 class PostgisStore:
     """store.ports.Store on PostgreSQL + PostGIS."""
 
@@ -73,7 +93,8 @@ class PostgisStore:
             max_size=max_size,
             timeout=timeout,
             kwargs={"row_factory": dict_row},
-            check=ConnectionPool.check_connection,
+            check=_check_if_rested,
+            configure=create_staging_tables,
             name="gridwatch",
             open=False,
         )
@@ -143,7 +164,13 @@ class PostgisStore:
     def unit_of_work(self) -> Iterator[PostgisUnitOfWork]:
         """Open a transaction on a pooled connection: commit on leaving the block, roll back on an exception."""
         with self._connection() as conn:
-            yield PostgisUnitOfWork(conn)
+            uow = PostgisUnitOfWork(conn)
+            try:
+                yield uow
+            except BaseException:
+                uow.abandon()
+                raise
+            uow.finish()
 
     # --- grid versions and what they place -------------------------------------------------------
     def load_district(self, district: District, label: str) -> GridVersion:
@@ -320,9 +347,13 @@ class PostgisStore:
         id_list = [int(i) for i in ids]
         with self._connection() as conn:
             if delivered:
+                # synchronous_commit off for this transaction (no wait for the WAL flush): a mark lost
+                # in a crash right after only makes the relay send that notification again
+                # (at-least-once), it never loses one
                 conn.execute(
-                    "UPDATE outbox SET delivered_at = now(), attempts = attempts + 1"
-                    " WHERE id = ANY(%s) AND delivered_at IS NULL",
+                    "WITH async AS (SELECT set_config('synchronous_commit', 'off', true) AS v)"
+                    " UPDATE outbox SET delivered_at = now(), attempts = attempts + 1"
+                    " FROM async WHERE async.v = 'off' AND id = ANY(%s) AND delivered_at IS NULL",
                     (id_list,),
                 )
             else:

@@ -1,20 +1,29 @@
 """The PostgreSQL unit of work: the ingest path's writes inside one transaction.
 
-add_alarms goes through COPY into a session-local staging table, then one
-`INSERT … SELECT … ON CONFLICT (device_id, msg_id) DO NOTHING`; the other writes use executemany
-(pipelined by psycopg). The staging table is an `ON COMMIT DELETE ROWS` temp table kept per pooled
-connection, so a busy ingest path does not create and drop catalog entries for every batch.
+Big writes (COPY_MIN_ROWS rows or more) go through COPY: alarms straight into their table inside a
+savepoint (binary COPY; a key stored meanwhile, or repeated in the call, rolls the savepoint back
+and takes the staging path: COPY into a temp table, then `INSERT … SELECT … ON CONFLICT (device_id,
+msg_id) DO NOTHING`), incidents through a staging table and one upsert by id, history and outbox
+rows straight into their tables (outbox ids drawn from its sequence first, so they come back in
+order). The staging tables are `ON COMMIT DELETE ROWS` temp tables created once per pooled
+connection (`create_staging_tables`; no catalog churn per batch, and the commit empties their
+files, so they never bloat); the statement that reads one also empties it (`WITH s AS (DELETE …
+RETURNING *)`), so a second write in the same transaction starts clean.
+
+Small writes (a paced stream: a few alarms per batch) go as executemany in psycopg's pipeline mode,
+and the ones whose result nobody waits for (advisory locks, incidents, history) are only queued:
+they travel with the next statement that returns rows, or with the COMMIT. A small batch thus
+costs about five round trips instead of a dozen. JSON columns are serialized once (codec.json_text).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
+from contextlib import ExitStack, suppress
 from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.types.json import Jsonb
 
 from alerts.model import OPEN_STATES, HistoryEntry, Incident, Notification
 from ingest.model import Alarm, DeadLetter, PatrollerPosition
@@ -25,19 +34,116 @@ INCIDENT_SELECT = f"SELECT {', '.join(codec.INCIDENT_COLUMNS)} FROM incidents"
 ALARM_SELECT = f"SELECT {', '.join(codec.ALARM_COLUMNS)} FROM alarms"
 OPEN_STATE_NAMES = sorted(str(s) for s in OPEN_STATES)
 
+# binary COPY (no text escaping of payload bytes, no timestamp parsing); JSON travels as text and
+# is cast to jsonb by the INSERT
+COPY_MIN_ROWS = 64
+"""Writes of fewer rows go as one pipelined executemany (one round trip); bigger ones through COPY."""
+
+_ALARM_STAGE = (
+    b"CREATE TEMP TABLE IF NOT EXISTS alarm_stage (seq integer NOT NULL, device_id text, msg_id text,"
+    b" ts timestamptz, type text, severity integer, lon double precision, lat double precision,"
+    b" zone text, data text, raw bytea, received_at timestamptz, incident_id text, warnings text)"
+    b" ON COMMIT DELETE ROWS"
+)
+_ALARM_COPY = f"COPY alarm_stage (seq, {', '.join(codec.ALARM_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_ALARM_COPY_TYPES = ("int4", "text", "text", "timestamptz", "text", "int4", "float8", "float8", "text", "text",
+                     "bytea", "timestamptz", "text", "text")
+_ALARM_COPY_DIRECT = f"COPY alarms ({', '.join(codec.ALARM_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_ALARM_DIRECT_TYPES = ("text", "text", "timestamptz", "text", "int4", "float8", "float8", "text", "bytea", "bytea",
+                       "timestamptz", "text", "bytea")
+"""Binary COPY types of codec.ALARM_COLUMNS; the jsonb columns go as raw bytes in jsonb's binary form (b"\\x01" + JSON)."""
+_ALARM_INSERT = (
+    f"WITH s AS (DELETE FROM alarm_stage RETURNING *)"
+    f" INSERT INTO alarms ({', '.join(codec.ALARM_COLUMNS)})"
+    f" SELECT {', '.join(c + '::jsonb' if c in ('data', 'warnings') else c for c in codec.ALARM_COLUMNS)} FROM s"
+    " ORDER BY seq ON CONFLICT ON CONSTRAINT alarms_device_msg DO NOTHING"
+)
+_INCIDENT_STAGE = (
+    b"CREATE TEMP TABLE IF NOT EXISTS incident_stage (seq integer NOT NULL, id text, type text, state text,"
+    b" severity integer, source text, device_id text, route jsonb, l1 text, l2 text, l3 text, building text,"
+    b" lon double precision, lat double precision, alarm_count integer, first_alarm_at timestamptz,"
+    b" last_alarm_at timestamptz, assignee text, dispatched_at timestamptz, deadline timestamptz, note text,"
+    b" created_at timestamptz, updated_at timestamptz) ON COMMIT DELETE ROWS"
+)
+_INCIDENT_COPY = f"COPY incident_stage (seq, {', '.join(codec.INCIDENT_COLUMNS)}) FROM STDIN"
+_INCIDENT_UPSERT = (
+    f"WITH s AS (DELETE FROM incident_stage RETURNING *)"
+    f" INSERT INTO incidents ({', '.join(codec.INCIDENT_COLUMNS)})"
+    f" SELECT DISTINCT ON (id) {', '.join(codec.INCIDENT_COLUMNS)} FROM s ORDER BY id, seq DESC"
+    " ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in codec.INCIDENT_COLUMNS if c not in ("id", "created_at"))
+)
+_ALARM_INSERT_ROW = (
+    f"INSERT INTO alarms ({', '.join(codec.ALARM_COLUMNS)})"
+    f" VALUES ({', '.join('%s::jsonb' if c in ('data', 'warnings') else '%s' for c in codec.ALARM_COLUMNS)})"
+    " ON CONFLICT ON CONSTRAINT alarms_device_msg DO NOTHING"
+)
+_INCIDENT_UPSERT_ROW = (
+    f"INSERT INTO incidents ({', '.join(codec.INCIDENT_COLUMNS)})"
+    f" VALUES ({', '.join('%s::jsonb' if c == 'route' else '%s' for c in codec.INCIDENT_COLUMNS)})"
+    " ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in codec.INCIDENT_COLUMNS if c not in ("id", "created_at"))
+)
+_HISTORY_INSERT_ROW = (
+    "INSERT INTO incident_history (incident_id, at, action, from_state, to_state, actor, note)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s)"
+)
+_OUTBOX_INSERT_ROW = "INSERT INTO outbox (topic, payload) VALUES (%s, %s::jsonb) RETURNING id"
+_HISTORY_COPY = "COPY incident_history (incident_id, at, action, from_state, to_state, actor, note) FROM STDIN"
+_OUTBOX_IDS = "SELECT nextval(pg_get_serial_sequence('outbox', 'id')) AS id FROM generate_series(1, %s) ORDER BY 1"
+
+
+def create_staging_tables(conn: Conn) -> None:
+    """Create the session's staging tables (the pool runs this once on every new connection)."""
+    conn.execute(_ALARM_STAGE)
+    conn.execute(_INCIDENT_STAGE)
+    conn.commit()
+
 
 class PostgisUnitOfWork:
     """store.ports.UnitOfWork inside one PostgreSQL transaction."""
 
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
+        self._pipeline: ExitStack | None = None
+
+    # Small writes whose result nobody waits for (incidents, history) are only queued in psycopg's
+    # pipeline mode; they travel with the next statement that needs an answer (the outbox ids) or
+    # with the COMMIT (`finish`), instead of one round trip each. COPY and reads leave pipeline mode.
+    def _defer(self) -> None:
+        if self._pipeline is None:
+            stack = ExitStack()
+            stack.enter_context(self._conn.pipeline())
+            self._pipeline = stack
+
+    # Reads may run in pipeline mode too: fetching their rows sends everything queued before them.
+    def _sync(self) -> None:
+        """Leave pipeline mode: send what is queued and raise its error, if any."""
+        if self._pipeline is not None:
+            stack, self._pipeline = self._pipeline, None
+            stack.close()
+
+    def finish(self) -> None:
+        """Commit, in the same round trip as the writes still queued."""
+        if self._pipeline is not None:
+            self._conn.commit()
+            self._sync()
+
+    def abandon(self) -> None:
+        """Leave pipeline mode after an error (the transaction is rolled back by the caller)."""
+        if self._pipeline is not None:
+            stack, self._pipeline = self._pipeline, None
+            with suppress(Exception):
+                stack.close()
 
     def lock_keys(self, keys: Sequence[tuple[str, str]]) -> None:
         """Take transaction-scoped advisory locks on the (device_id, type) keys, in hash order (no deadlocks).
 
         Two ingest workers sharing a subscription may get alarms of the same device: the second waits
         here until the first commits, then sees its alarms and incidents (no double incident, no lost count).
+        Queued: it travels with the next read, which the server runs after it, with a fresh snapshot.
         """
+        self._defer()
         names = sorted({f"{d}\x1f{t}" for d, t in keys})
         if names:
             self._conn.execute(
@@ -60,31 +166,45 @@ class PostgisUnitOfWork:
 
     def add_alarms(self, alarms: Sequence[tuple[Alarm, str]]) -> int:
         """Store (alarm, incident_id) pairs through COPY; a key already stored is skipped. Return rows inserted."""
+        self._sync()
         if not alarms:
             return 0
-        columns = codec.ALARM_COLUMNS
+        text, to_utc, js = codec.fast_text, codec.to_utc, codec.json_text
+        # the order of codec.ALARM_COLUMNS; values as codec.alarm_values makes them
+        rows = [
+            (
+                text(a.device_id), text(a.msg_id), to_utc(a.ts, "alarm.ts"), text(a.type), a.severity, a.lon, a.lat,
+                text(a.zone), js(a.data) if a.data else "{}", bytes(a.raw), to_utc(a.received_at, "alarm.received_at"),
+                text(incident_id), js(list(a.warnings)) if a.warnings else "[]",
+            )
+            for a, incident_id in alarms
+        ]  # fmt: skip
         with self._conn.cursor() as cur:
-            cur.execute(
-                b"CREATE TEMP TABLE IF NOT EXISTS alarm_stage (seq integer NOT NULL, device_id text, msg_id text,"
-                b" ts timestamptz, type text, severity integer, lon double precision, lat double precision,"
-                b" zone text, data jsonb, raw bytea, received_at timestamptz, incident_id text, warnings jsonb)"
-                b" ON COMMIT DELETE ROWS; TRUNCATE alarm_stage"
-            )
-            with cur.copy(f"COPY alarm_stage (seq, {', '.join(columns)}) FROM STDIN") as copy:
-                for seq, (alarm, incident_id) in enumerate(alarms):
-                    v = codec.alarm_values(alarm, incident_id)
-                    v["data"] = json.dumps(v["data"], ensure_ascii=False)
-                    v["warnings"] = json.dumps(v["warnings"], ensure_ascii=False)
-                    copy.write_row((seq, *(v[c] for c in columns)))
+            if len(rows) < COPY_MIN_ROWS:  # one pipelined round trip, in order: the first copy of a key wins
+                cur.executemany(_ALARM_INSERT_ROW, rows)
+                return max(0, cur.rowcount)
+            try:
+                # the common case (the intake passes only keys it did not find, under its locks):
+                # straight into alarms, inside a savepoint; a key stored meanwhile, or twice in this
+                # batch, rolls the savepoint back and takes the staging path below
+                with self._conn.transaction(), cur.copy(_ALARM_COPY_DIRECT) as copy:
+                    copy.set_types(_ALARM_DIRECT_TYPES)
+                    for r in rows:
+                        copy.write_row((*r[:8], b"\x01" + r[8].encode(), r[9], r[10], r[11], b"\x01" + r[12].encode()))
+                return len(rows)
+            except psycopg.errors.UniqueViolation:
+                pass
+            with cur.copy(_ALARM_COPY) as copy:
+                copy.set_types(_ALARM_COPY_TYPES)
+                for seq, row in enumerate(rows):
+                    copy.write_row((seq, *row))
             # ORDER BY seq: within one batch the first copy of a key wins, ids follow arrival order
-            cur.execute(
-                f"INSERT INTO alarms ({', '.join(columns)}) SELECT {', '.join(columns)} FROM alarm_stage"
-                " ORDER BY seq ON CONFLICT ON CONSTRAINT alarms_device_msg DO NOTHING"
-            )
+            cur.execute(_ALARM_INSERT)
             return max(0, cur.rowcount)
 
     def open_incidents_for(self, keys: Iterable[tuple[str, str]], since: datetime) -> dict[tuple[str, str], Incident]:
         """Newest (by created_at) open incident per (device_id, type) whose last alarm is at or after `since`."""
+        self._sync()
         wanted = codec.key_map(keys)
         if not wanted:
             return {}
@@ -106,41 +226,67 @@ class PostgisUnitOfWork:
 
     def get_incident(self, incident_id: str, *, for_update: bool = False) -> Incident | None:
         """Return one incident (locking its row until the end of the unit of work when `for_update`)."""
+        self._sync()
         lock = " FOR UPDATE" if for_update else ""
         row = self._conn.execute(f"{INCIDENT_SELECT} WHERE id = %s{lock}", (incident_id,)).fetchone()
         return None if row is None else codec.incident_from_values(row)
 
     def save_incidents(self, incidents: Sequence[Incident]) -> None:
-        """Insert or update incidents (upsert by id; created_at is kept from the first save)."""
+        """Insert or update incidents (upsert by id; created_at is kept from the first save; the last copy of an id wins)."""
         if not incidents:
             return
-        columns = codec.INCIDENT_COLUMNS
+        text, to_utc, opt_utc, js = codec.fast_text, codec.to_utc, codec.opt_utc, codec.json_text
         rows = []
-        for incident in incidents:
-            v = codec.incident_values(incident)
-            v["route"] = Jsonb(v["route"])
-            rows.append(v)
-        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in ("id", "created_at"))
+        for i in incidents:
+            r = i.route
+            # the order of codec.INCIDENT_COLUMNS; values as codec.incident_values makes them
+            rows.append((
+                text(i.id), text(i.type), text(str(i.state)), i.severity, text(i.source), text(i.device_id),
+                js(r.to_dict()), text(r.l1), text(r.l2), text(r.l3), text(r.building), r.lon, r.lat,
+                i.alarm_count, opt_utc(i.first_alarm_at, "incident.first_alarm_at"),
+                opt_utc(i.last_alarm_at, "incident.last_alarm_at"), text(i.assignee),
+                opt_utc(i.dispatched_at, "incident.dispatched_at"), opt_utc(i.deadline, "incident.deadline"),
+                text(i.note), to_utc(i.created_at, "incident.created_at"), to_utc(i.updated_at, "incident.updated_at"),
+            ))  # fmt: skip
+        if len(rows) < COPY_MIN_ROWS:  # queued; upserts in order, so the last copy wins
+            self._defer()
+            with self._conn.cursor() as cur:
+                cur.executemany(_INCIDENT_UPSERT_ROW, rows)
+            return
+        self._sync()
         with self._conn.cursor() as cur:
-            cur.executemany(
-                f"INSERT INTO incidents ({', '.join(columns)}) VALUES ({', '.join(f'%({c})s' for c in columns)})"
-                f" ON CONFLICT (id) DO UPDATE SET {updates}",
-                rows,
-            )
+            with cur.copy(_INCIDENT_COPY) as copy:
+                for seq, row in enumerate(rows):
+                    copy.write_row((seq, *row))
+            cur.execute(_INCIDENT_UPSERT)
 
     def add_history(self, entries: Sequence[HistoryEntry]) -> None:
-        """Append audit-log rows."""
+        """Append audit-log rows (ids in the order given)."""
         if not entries:
             return
-        with self._conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO incident_history (incident_id, at, action, from_state, to_state, actor, note)"
-                " VALUES (%(incident_id)s, %(at)s, %(action)s, %(from_state)s, %(to_state)s, %(actor)s, %(note)s)",
-                [codec.history_values(e) for e in entries],
+        text, to_utc = codec.fast_text, codec.to_utc
+        rows = [
+            (
+                text(e.incident_id), to_utc(e.at, "history.at"), text(e.action),
+                None if e.from_state is None else text(str(e.from_state)), text(str(e.to_state)),
+                text(e.actor), text(e.note),
             )
+            for e in entries
+        ]  # fmt: skip
+        if len(rows) < COPY_MIN_ROWS:  # queued, in order
+            self._defer()
+            with self._conn.cursor() as cur:
+                cur.executemany(_HISTORY_INSERT_ROW, rows)
+            return
+        self._sync()
+        with self._conn.cursor() as cur:
+            with cur.copy(_HISTORY_COPY) as copy:
+                for row in rows:
+                    copy.write_row(row)
 
     def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Store dead letters with their reasons."""
+        self._sync()
         if not letters:
             return
         with self._conn.cursor() as cur:
@@ -151,29 +297,39 @@ class PostgisUnitOfWork:
             )
 
     def add_notifications(self, notifications: Sequence[Notification]) -> list[int]:
-        """Write notifications to the outbox; return their ids."""
+        """Write notifications to the outbox; return their ids (increasing, in the order given)."""
         if not notifications:
             return []
-        ids: list[int] = []
+        texts: dict[int, str] = {}  # a payload shared by several notifications is serialized once
+        rows = []
+        for n in notifications:
+            payload = texts.get(id(n.payload))
+            if payload is None:
+                payload = texts[id(n.payload)] = codec.json_text(n.payload)
+            rows.append((codec.fast_text(n.topic), payload))
+        if len(rows) < COPY_MIN_ROWS:  # with the queued writes, one round trip; a RETURNING result per row
+            self._defer()
+            with self._conn.cursor() as cur:
+                cur.executemany(_OUTBOX_INSERT_ROW, rows, returning=True)
+                self._sync()
+                ids: list[int] = []
+                while True:
+                    row = cur.fetchone()
+                    assert row is not None
+                    ids.append(int(row["id"]))
+                    if not cur.nextset():
+                        return ids
+        self._sync()
         with self._conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO outbox (topic, payload) VALUES (%s, %s) RETURNING id",
-                [
-                    (v["topic"], Jsonb(v["payload"]))
-                    for v in (codec.notification_values(n.topic, n.payload) for n in notifications)
-                ],
-                returning=True,
-            )
-            while True:
-                row = cur.fetchone()
-                assert row is not None
-                ids.append(int(row["id"]))
-                if not cur.nextset():
-                    break
+            ids = [int(r["id"]) for r in cur.execute(_OUTBOX_IDS, (len(rows),))]
+            with cur.copy("COPY outbox (id, topic, payload) FROM STDIN") as copy:
+                for row_id, row in zip(ids, rows, strict=True):
+                    copy.write_row((row_id, *row))
         return ids
 
     def set_positions(self, positions: Sequence[PatrollerPosition]) -> None:
         """Update last known positions (keep the newest by ts)."""
+        self._sync()
         if not positions:
             return
         with self._conn.cursor() as cur:

@@ -390,19 +390,29 @@ class SqliteStore:
         if not ids:
             return
         id_list = to_json([int(i) for i in ids])
-        with self._transaction() as tx:
-            if delivered:
-                tx.execute(
-                    "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1"
-                    " WHERE id IN (SELECT value FROM json_each(?)) AND delivered_at IS NULL",
-                    (ts_text(codec.now_utc()), id_list),
-                )
-            else:
-                tx.execute(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = coalesce(?, last_error)"
-                    " WHERE id IN (SELECT value FROM json_each(?)) AND delivered_at IS NULL",
-                    (error, id_list),
-                )
+        if delivered:
+            # synchronous=NORMAL for this commit (WAL: no fsync wait): a mark lost in a crash right
+            # after only makes the relay send that notification again (at-least-once), never loses one
+            conn = self._conn()
+            with _translated():
+                conn.execute("PRAGMA synchronous = NORMAL")
+            try:
+                with self._transaction() as tx:
+                    tx.execute(
+                        "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1"
+                        " WHERE id IN (SELECT value FROM json_each(?)) AND delivered_at IS NULL",
+                        (ts_text(codec.now_utc()), id_list),
+                    )
+            finally:
+                with _translated():
+                    conn.execute("PRAGMA synchronous = FULL")
+            return
+        with self._transaction() as tx:  # a failed attempt: recorded durably
+            tx.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = coalesce(?, last_error)"
+                " WHERE id IN (SELECT value FROM json_each(?)) AND delivered_at IS NULL",
+                (error, id_list),
+            )
 
     def notification_counters(self) -> dict[str, int]:
         """Outbox counters: pending, delivered, failed_attempts, and retrying (pending after a failure)."""

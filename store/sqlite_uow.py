@@ -75,12 +75,16 @@ class SqliteUnitOfWork:
         if not alarms:
             return 0
         columns = codec.ALARM_COLUMNS
-        rows = []
-        for alarm, incident_id in alarms:
-            v = codec.alarm_values(alarm, incident_id)
-            v.update(ts=ts_text(v["ts"]), received_at=ts_text(v["received_at"]), data=to_json(v["data"]))
-            v["warnings"] = to_json(v["warnings"])
-            rows.append(tuple(v[c] for c in columns))
+        text, js = codec.fast_text, codec.json_text
+        # the order of codec.ALARM_COLUMNS; values as codec.alarm_values makes them, JSON serialized once
+        rows = [
+            (
+                text(a.device_id), text(a.msg_id), ts_text(a.ts, "alarm.ts"), text(a.type), a.severity, a.lon, a.lat,
+                text(a.zone), js(a.data) if a.data else "{}", bytes(a.raw), ts_text(a.received_at, "alarm.received_at"),
+                text(incident_id), js(list(a.warnings)) if a.warnings else "[]",
+            )
+            for a, incident_id in alarms
+        ]  # fmt: skip
         cur = self._conn.executemany(
             f"INSERT INTO alarms ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
             " ON CONFLICT (device_id, msg_id) DO NOTHING",
@@ -119,13 +123,19 @@ class SqliteUnitOfWork:
         if not incidents:
             return
         columns = codec.INCIDENT_COLUMNS
+        text, js = codec.fast_text, codec.json_text
         rows = []
-        for incident in incidents:
-            v = codec.incident_values(incident)
-            v["route"] = to_json(v["route"])
-            for c in INCIDENT_TIMES:
-                v[c] = opt_ts_text(v[c])
-            rows.append(tuple(v[c] for c in columns))
+        for i in incidents:
+            r = i.route
+            # the order of codec.INCIDENT_COLUMNS; values as codec.incident_values makes them
+            rows.append((
+                text(i.id), text(i.type), text(str(i.state)), i.severity, text(i.source), text(i.device_id),
+                js(r.to_dict()), text(r.l1), text(r.l2), text(r.l3), text(r.building), r.lon, r.lat, i.alarm_count,
+                opt_ts_text(i.first_alarm_at, "incident.first_alarm_at"),
+                opt_ts_text(i.last_alarm_at, "incident.last_alarm_at"), text(i.assignee),
+                opt_ts_text(i.dispatched_at, "incident.dispatched_at"), opt_ts_text(i.deadline, "incident.deadline"),
+                text(i.note), ts_text(i.created_at, "incident.created_at"), ts_text(i.updated_at, "incident.updated_at"),
+            ))  # fmt: skip
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("id", "created_at"))
         self._conn.executemany(
             f"INSERT INTO incidents ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
@@ -161,12 +171,14 @@ class SqliteUnitOfWork:
         """Write notifications to the outbox; return their ids."""
         now = ts_text(codec.now_utc())
         ids: list[int] = []
+        texts: dict[int, str] = {}  # a payload shared by several notifications is serialized once
+        execute = self._conn.execute
         for n in notifications:
-            v = codec.notification_values(n.topic, n.payload)
-            cur = self._conn.execute(
-                "INSERT INTO outbox (topic, payload, created_at) VALUES (?, ?, ?)",
-                (v["topic"], to_json(v["payload"]), now),
-            )
+            payload = texts.get(id(n.payload))
+            if payload is None:
+                payload = texts[id(n.payload)] = codec.json_text(dict(n.payload))
+            cur = execute("INSERT INTO outbox (topic, payload, created_at) VALUES (?, ?, ?)",
+                          (codec.fast_text(n.topic), payload, now))
             assert cur.lastrowid is not None
             ids.append(cur.lastrowid)
         return ids
