@@ -18,6 +18,7 @@ elif [ ! -f "/usr/share/postgresql/$major/extension/postgis.control" ]; then
   missing+=("postgresql-$major-postgis-3")
 fi
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)  # the demo test pastes the printed command
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
