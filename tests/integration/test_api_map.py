@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -26,23 +25,6 @@ from tests.integration.apphelpers import (
 pytestmark = pytest.mark.integration
 
 RED, YELLOW, GREEN = LIGHT_COLORS["red"], LIGHT_COLORS["yellow"], LIGHT_COLORS["green"]
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def rt(store_backend: Store, clock: Clock) -> Runtime:
-    seed(store_backend)
-    return make_runtime(store_backend, clock)
-
-
-@pytest.fixture
-def client(rt: Runtime) -> Iterator[TestClient]:
-    with client_for(rt) as c:
-        yield c
 
 
 @pytest.fixture

@@ -46,24 +46,6 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def rt(store_backend: Store, clock: Clock) -> Runtime:
-    """A runtime over the seeded sample district, once per backend."""
-    seed(store_backend)
-    return make_runtime(store_backend, clock)
-
-
-@pytest.fixture
-def client(rt: Runtime) -> Iterator[TestClient]:
-    with client_for(rt) as c:
-        yield c
-
-
-@pytest.fixture
 def sqlite_client(sqlite_store: Store, clock: Clock) -> Iterator[TestClient]:
     """A client over the seeded district on SQLite only (for answers no store call decides)."""
     seed(sqlite_store)
