@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` runs bench.run and writes bench/RESULTS.md."""
