@@ -31,6 +31,7 @@ class IntakeUnitOfWork(Protocol):
     """The slice of store.ports.UnitOfWork the intake uses."""
 
     def lock_keys(self, keys: Sequence[tuple[str, str]]) -> None: ...
+    def prefetch_open_incidents(self, keys: Sequence[tuple[str, str]], since: datetime) -> None: ...
     def known_alarm_keys(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]: ...
     def add_alarms(self, alarms: Sequence[tuple[Alarm, str]]) -> int: ...
     def open_incidents_for(self, keys: Sequence[tuple[str, str]], since: datetime) -> dict[tuple[str, str], Incident]: ...
@@ -114,7 +115,10 @@ class IncidentIntake:
                 if known is None or getattr(known, "ts", pos.ts) <= pos.ts:
                     self.positions[pos.patroller_id] = pos
         if alarms:  # before any read: concurrent workers with alarms of the same device queue up here
-            uow.lock_keys(sorted({(a.device_id, a.type) for a in alarms}))
+            keys = sorted({(a.device_id, a.type) for a in alarms})
+            uow.lock_keys(keys)
+            # the open incidents of the batch can travel with the known-key check (one round trip less)
+            uow.prefetch_open_incidents(keys, min(a.ts for a in alarms) - self.cooldown)
         fresh = self._fresh(uow, alarms, result)
         if not fresh:
             return result

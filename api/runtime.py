@@ -53,7 +53,8 @@ class Runtime:
         self.store = store
         self.now = clock
         self.worker: Any = None
-        self.outbox = OutboxRelay(store, self._publish, retry_seconds=settings.outbox_retry_seconds)
+        self.outbox = OutboxRelay(store, self._publish, retry_seconds=settings.outbox_retry_seconds,
+                                  publish_nowait=self._publish_nowait)
         self.stats = {"batches": 0, "messages": 0, "alarms_stored": 0, "duplicates": 0, "dead_letters": 0, "incidents_created": 0}
         self.reload()
 
@@ -99,7 +100,11 @@ class Runtime:
             result = IntakeResult()
             for msg, out in zip(messages, outs, strict=True):
                 merge(result, self._commit_isolated(msg, out))
-        self.outbox.submit(result.notifications)
+        if result.notifications:
+            if self.worker is not None:  # committed: publish at once, on this thread (the relay marks them delivered)
+                self.outbox.publish_now(result.notifications)
+            else:
+                self.outbox.submit(result.notifications)
         s = self.stats
         s["batches"] += 1
         s["messages"] += len(messages)
@@ -171,6 +176,12 @@ class Runtime:
         if self.worker is None:
             raise RuntimeError("no MQTT connection: notification stays in the outbox")
         self.worker.publish(topic, payload, qos=1)
+
+    def _publish_nowait(self, topic: str, payload: bytes) -> None:
+        """Publish without waiting for room in the publish window (MqttPublishError when there is none)."""
+        if self.worker is None:
+            raise RuntimeError("no MQTT connection: notification stays in the outbox")
+        self.worker.publish(topic, payload, qos=1, timeout=0)
 
     def ingest_status(self) -> dict[str, Any]:
         """Counters of the ingest path, for /healthz."""

@@ -246,7 +246,7 @@ class MqttWorker:
         batch_size: int = 500,
         max_wait: float = 0.005,
         publish_window: int = 1000,
-        max_inflight: int = 20,
+        max_inflight: int = 0,  # paho's in-flight cap; 0: none (the publish window bounds)
         keepalive: int = 30,
         reconnect_delay: tuple[int, int] = (1, 30),
         retry_backoff: tuple[float, float] = RETRY_BACKOFF_S,
@@ -428,9 +428,16 @@ class MqttWorker:
         logger.info("connected to %s as %s (session present: %s)", self.address.redacted, self.client_id,
                     flags.session_present)
         server_max = getattr(props, "ReceiveMaximum", None) if props is not None else None
-        if server_max is not None and server_max < self._max_inflight:
-            logger.warning("broker receive maximum %d < max_inflight %d: lower max_inflight", server_max,
-                           self._max_inflight)
+        # paho's own in-flight cap rescans every unacknowledged message on each PUBACK (O(window) per ack,
+        # a feedback loop under load): by default none, the publish window bounds what is in flight,
+        # unless the broker accepts fewer (its MQTT 5 Receive Maximum)
+        cap = self._max_inflight
+        if server_max is not None and server_max < (cap or self._publish_window):
+            logger.info("broker receive maximum %d: paho keeps at most that many publishes in flight", server_max)
+            cap = server_max
+        # paho refuses max_inflight_messages_set() once connected; on_connect runs before paho resends
+        # or sends anything on this connection, so the cap applies to all of it
+        client._max_inflight_messages = cap  # noqa: SLF001
         self._connect_error = None
         self._connected.set()
         if self._topics:
@@ -516,12 +523,14 @@ class MqttWorker:
                     return
                 continue
             batch = [first]
-            deadline = time.monotonic() + self._max_wait
+            # the batch waits at most max_wait after its first message *arrived*: a message that
+            # already queued that long (behind the previous batch) goes with what is queued now
+            deadline = min(time.time() + self._max_wait, first[1].received_at.timestamp() + self._max_wait)
             while len(batch) < self._batch_size:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
-                    remaining = deadline - time.monotonic()
+                    remaining = deadline - time.time()
                     if remaining <= 0:
                         break
                     try:

@@ -54,6 +54,9 @@ class UnitOfWork(Protocol):
     def lock_keys(self, keys: Sequence[tuple[str, str]]) -> None:
         """Serialize concurrent workers on these (device_id, type) correlation keys until commit."""
 
+    def prefetch_open_incidents(self, keys: Sequence[tuple[str, str]], since: datetime) -> None:
+        """Hint: `open_incidents_for(keys, since)` follows; a backend may send it early (no-op allowed)."""
+
     def known_alarm_keys(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Return which (device_id, msg_id) keys are already stored."""
 

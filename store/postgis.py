@@ -30,7 +30,14 @@ from store import codec
 from store.errors import ConflictError, StoreError
 from store.migrate import load_migrations, pending
 from store.ports import IncidentQuery, Position, StoredDeadLetter
-from store.postgis_uow import ALARM_SELECT, INCIDENT_SELECT, Conn, PostgisUnitOfWork, create_staging_tables
+from store.postgis_uow import (
+    ALARM_SELECT,
+    INCIDENT_SELECT,
+    Conn,
+    OutboxIds,
+    PostgisUnitOfWork,
+    create_staging_tables,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +94,7 @@ class PostgisStore:
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 30.0) -> None:
         self.url = url
+        self._outbox_ids = OutboxIds()
         self.pool: ConnectionPool[Conn] = ConnectionPool(
             url,
             min_size=min_size,
@@ -164,7 +172,7 @@ class PostgisStore:
     def unit_of_work(self) -> Iterator[PostgisUnitOfWork]:
         """Open a transaction on a pooled connection: commit on leaving the block, roll back on an exception."""
         with self._connection() as conn:
-            uow = PostgisUnitOfWork(conn)
+            uow = PostgisUnitOfWork(conn, self._outbox_ids)
             try:
                 yield uow
             except BaseException:

@@ -18,6 +18,7 @@ costs about five round trips instead of a dozen. JSON columns are serialized onc
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from contextlib import ExitStack, suppress
 from datetime import datetime
@@ -88,9 +89,52 @@ _HISTORY_INSERT_ROW = (
     "INSERT INTO incident_history (incident_id, at, action, from_state, to_state, actor, note)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s)"
 )
-_OUTBOX_INSERT_ROW = "INSERT INTO outbox (topic, payload) VALUES (%s, %s::jsonb) RETURNING id"
+_OUTBOX_INSERT_ROW = "INSERT INTO outbox (id, topic, payload) VALUES (%s, %s, %s::jsonb)"
 _HISTORY_COPY = "COPY incident_history (incident_id, at, action, from_state, to_state, actor, note) FROM STDIN"
 _OUTBOX_IDS = "SELECT nextval(pg_get_serial_sequence('outbox', 'id')) AS id FROM generate_series(1, %s) ORDER BY 1"
+
+
+OUTBOX_ID_BLOCK = 1000
+"""Outbox ids drawn from the sequence at a time (OutboxIds)."""
+
+
+class OutboxIds:
+    """Outbox ids drawn from the table's sequence in blocks and handed out in increasing order.
+
+    With the ids known up front, an outbox insert needs no RETURNING: small ones are only queued and
+    travel with the COMMIT (one round trip less per batch). nextval() is not transactional, so an id
+    taken by a unit of work that rolls back is simply never used (a gap, as with a serial column).
+    Shared by the store's connections (thread-safe); ids stay increasing within the process.
+    """
+
+    def __init__(self, block: int = OUTBOX_ID_BLOCK) -> None:
+        self.block = block
+        self._lock = threading.Lock()
+        self._ids: list[int] = []  # drawn, not handed out yet (increasing)
+
+    def take(self, conn: Conn, n: int) -> list[int]:
+        """n unused outbox ids, increasing (and above every id this object handed out before)."""
+        with self._lock:
+            if len(self._ids) < n:
+                rows = conn.execute(_OUTBOX_IDS, (max(n - len(self._ids), self.block),)).fetchall()
+                self._ids.extend(int(r["id"]) for r in rows)
+            ids, self._ids = self._ids[:n], self._ids[n:]
+            return ids
+
+
+# LATERAL … LIMIT 1 FOR UPDATE: the row stays locked until commit, so an operator's action on the same
+# incident (which also locks it) cannot be overwritten by an ingest join, nor vice versa.
+_OPEN_INCIDENTS = (
+    f"SELECT {', '.join('i.' + c for c in codec.INCIDENT_COLUMNS)}"
+    " FROM unnest(%s::text[], %s::text[]) AS k(device_id, type)"
+    " CROSS JOIN LATERAL (SELECT * FROM incidents AS j"
+    "  WHERE j.device_id = k.device_id AND j.type = k.type AND j.state = ANY(%s) AND j.last_alarm_at >= %s"
+    "  ORDER BY j.created_at DESC, j.id DESC LIMIT 1 FOR UPDATE) AS i"
+)
+
+
+def _open_params(wanted: dict[tuple[str, str], Any], since: datetime) -> tuple[Any, ...]:
+    return ([k[0] for k in wanted], [k[1] for k in wanted], OPEN_STATE_NAMES, since)
 
 
 def create_staging_tables(conn: Conn) -> None:
@@ -103,9 +147,11 @@ def create_staging_tables(conn: Conn) -> None:
 class PostgisUnitOfWork:
     """store.ports.UnitOfWork inside one PostgreSQL transaction."""
 
-    def __init__(self, conn: Conn) -> None:
+    def __init__(self, conn: Conn, outbox_ids: OutboxIds | None = None) -> None:
         self._conn = conn
         self._pipeline: ExitStack | None = None
+        self._outbox_ids = outbox_ids
+        self._prefetched: tuple[list[tuple[str, str]], datetime, psycopg.Cursor[dict[str, Any]]] | None = None
 
     # Small writes whose result nobody waits for (incidents, history) are only queued in psycopg's
     # pipeline mode; they travel with the next statement that needs an answer (the outbox ids) or
@@ -202,22 +248,32 @@ class PostgisUnitOfWork:
             cur.execute(_ALARM_INSERT)
             return max(0, cur.rowcount)
 
+    def prefetch_open_incidents(self, keys: Iterable[tuple[str, str]], since: datetime) -> None:
+        """Queue `open_incidents_for(keys, since)` so that it travels with the next read (the known-key check).
+
+        A later `open_incidents_for` with the same keys and `since` (the common case: no redelivered
+        alarm in the batch) takes this result instead of another round trip; any other call runs its
+        own query. The prefetch locks the same rows the real query would, after the same advisory locks.
+        """
+        wanted = codec.key_map(keys)
+        if not wanted:
+            return
+        self._defer()
+        utc = codec.to_utc(since, "since")
+        self._prefetched = (list(wanted), utc, self._conn.execute(_OPEN_INCIDENTS, _open_params(wanted, utc)))
+
     def open_incidents_for(self, keys: Iterable[tuple[str, str]], since: datetime) -> dict[tuple[str, str], Incident]:
         """Newest (by created_at) open incident per (device_id, type) whose last alarm is at or after `since`."""
         self._sync()
         wanted = codec.key_map(keys)
+        prefetched, self._prefetched = self._prefetched, None
         if not wanted:
             return {}
-        rows = self._conn.execute(
-            # LATERAL … LIMIT 1 FOR UPDATE: the row stays locked until commit, so an operator's action
-            # on the same incident (which also locks it) cannot be overwritten by this join, nor vice versa.
-            f"SELECT {', '.join('i.' + c for c in codec.INCIDENT_COLUMNS)}"
-            " FROM unnest(%s::text[], %s::text[]) AS k(device_id, type)"
-            " CROSS JOIN LATERAL (SELECT * FROM incidents AS j"
-            "  WHERE j.device_id = k.device_id AND j.type = k.type AND j.state = ANY(%s) AND j.last_alarm_at >= %s"
-            "  ORDER BY j.created_at DESC, j.id DESC LIMIT 1 FOR UPDATE) AS i",
-            ([k[0] for k in wanted], [k[1] for k in wanted], OPEN_STATE_NAMES, codec.to_utc(since, "since")),
-        ).fetchall()
+        utc = codec.to_utc(since, "since")
+        if prefetched is not None and prefetched[0] == list(wanted) and prefetched[1] == utc:
+            rows = prefetched[2].fetchall()
+        else:
+            rows = self._conn.execute(_OPEN_INCIDENTS, _open_params(wanted, utc)).fetchall()
         found: dict[tuple[str, str], Incident] = {}
         for r in rows:
             for key in wanted[(r["device_id"], r["type"])]:
@@ -307,21 +363,15 @@ class PostgisUnitOfWork:
             if payload is None:
                 payload = texts[id(n.payload)] = codec.json_text(n.payload)
             rows.append((codec.fast_text(n.topic), payload))
-        if len(rows) < COPY_MIN_ROWS:  # with the queued writes, one round trip; a RETURNING result per row
+        # no round trip while the block lasts (drawing a new one also sends the writes queued so far)
+        ids = (self._outbox_ids or OutboxIds(block=0)).take(self._conn, len(rows))
+        if len(rows) < COPY_MIN_ROWS:  # queued: travels with the next read or with the COMMIT
             self._defer()
             with self._conn.cursor() as cur:
-                cur.executemany(_OUTBOX_INSERT_ROW, rows, returning=True)
-                self._sync()
-                ids: list[int] = []
-                while True:
-                    row = cur.fetchone()
-                    assert row is not None
-                    ids.append(int(row["id"]))
-                    if not cur.nextset():
-                        return ids
+                cur.executemany(_OUTBOX_INSERT_ROW, [(row_id, *row) for row_id, row in zip(ids, rows, strict=True)])
+            return ids
         self._sync()
         with self._conn.cursor() as cur:
-            ids = [int(r["id"]) for r in cur.execute(_OUTBOX_IDS, (len(rows),))]
             with cur.copy("COPY outbox (id, topic, payload) FROM STDIN") as copy:
                 for row_id, row in zip(ids, rows, strict=True):
                     copy.write_row((row_id, *row))

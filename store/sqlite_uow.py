@@ -57,6 +57,10 @@ class SqliteUnitOfWork:
         """Nothing to do: BEGIN IMMEDIATE already serializes every writer of the database."""
         del keys
 
+    def prefetch_open_incidents(self, keys: Sequence[tuple[str, str]], since: datetime) -> None:
+        """Nothing to gain in-process: `open_incidents_for` runs its query when called."""
+        del keys, since
+
     def known_alarm_keys(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
         """Return which (device_id, msg_id) keys are already stored."""
         wanted = codec.key_map(keys)

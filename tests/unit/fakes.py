@@ -49,6 +49,9 @@ class FakeUoW:
     def lock_keys(self, keys):
         self.locked = list(keys)
 
+    def prefetch_open_incidents(self, keys, since):
+        pass
+
     def known_alarm_keys(self, keys):
         return {k for k in keys if k in self.store.alarms or k in self.alarms}
 

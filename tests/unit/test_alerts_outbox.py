@@ -74,3 +74,49 @@ def test_the_thread_delivers_what_is_submitted_and_drains_on_stop() -> None:
     relay.submit([(2, ROWS[2])])
     relay.stop()
     assert store.delivered == {1, 2}
+
+
+def test_publish_now_publishes_on_the_callers_thread_and_the_relay_marks_them_delivered() -> None:
+    store, broker = MemoryOutbox(dict(ROWS)), Broker()
+    relay = OutboxRelay(store, broker.publish, retry_seconds=5.0, mark_interval=0.01)
+    relay.start()
+    try:
+        assert relay.publish_now(list(ROWS.items())) == 2
+        assert [t for t, _ in broker.sent] == [ROWS[1].topic, ROWS[2].topic]  # before publish_now returned
+        deadline = time.monotonic() + 10
+        while store.delivered != {1, 2} and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store.delivered == {1, 2}
+    finally:
+        relay.stop()
+
+
+def test_publish_now_hands_what_it_cannot_publish_to_the_relay_which_keeps_it_pending() -> None:
+    store, broker = MemoryOutbox(dict(ROWS)), Broker()
+    attempts: list[str] = []
+
+    def nowait(topic: str, payload: bytes) -> None:
+        attempts.append(topic)
+        if topic == ROWS[2].topic:
+            raise TimeoutError("publish window full")
+        broker.publish(topic, payload)
+
+    relay = OutboxRelay(store, broker.publish, publish_nowait=nowait, mark_interval=0.01)
+    assert relay.publish_now(list(ROWS.items())) == 1
+    assert store.delivered == set()  # marks are written by the relay thread, not by publish_now
+    broker.up = False  # the relay's retry fails too: the row stays pending with its error
+    relay.start()
+    relay.stop()
+    assert store.delivered == {1} and store.errors == {2: ["broker unreachable"]}
+    assert relay.sweep() == 0  # the broker is still down
+    broker.up = True
+    assert relay.sweep() == 1 and store.delivered == {1, 2}
+
+
+def test_stop_writes_the_marks_of_rows_published_just_before() -> None:
+    store, broker = MemoryOutbox(dict(ROWS)), Broker()
+    relay = OutboxRelay(store, broker.publish, mark_interval=60.0)
+    relay.start()
+    assert relay.publish_now(list(ROWS.items())) == 2
+    relay.stop()
+    assert store.delivered == {1, 2}
