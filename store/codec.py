@@ -334,3 +334,14 @@ def to_ewkb_hex(geometry: BaseGeometry) -> str:
 def from_wkb(data: bytes | memoryview) -> BaseGeometry:
     """Inverse of to_wkb."""
     return shapely.from_wkb(bytes(data))
+
+
+OUTBOX_COUNTERS = ("pending", "delivered", "failed_attempts", "retrying")
+#: Outbox counters, in SQL both backends speak (FILTER works in PostgreSQL and SQLite ≥ 3.30).
+OUTBOX_COUNTERS_SQL = (
+    "SELECT count(*) FILTER (WHERE delivered_at IS NULL) AS pending,"
+    " count(delivered_at) AS delivered,"
+    " coalesce(sum(attempts), 0) - count(delivered_at) AS failed_attempts,"
+    " count(*) FILTER (WHERE delivered_at IS NULL AND attempts > 0) AS retrying"
+    " FROM outbox"
+)

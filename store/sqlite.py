@@ -416,14 +416,8 @@ class SqliteStore:
 
     def notification_counters(self) -> dict[str, int]:
         """Outbox counters: pending, delivered, failed_attempts, and retrying (pending after a failure)."""
-        row = self._query(
-            "SELECT count(*) FILTER (WHERE delivered_at IS NULL) AS pending,"
-            " count(delivered_at) AS delivered,"
-            " coalesce(sum(attempts), 0) - count(delivered_at) AS failed_attempts,"
-            " count(*) FILTER (WHERE delivered_at IS NULL AND attempts > 0) AS retrying"
-            " FROM outbox"
-        )[0]
-        return {k: int(row[k]) for k in ("pending", "delivered", "failed_attempts", "retrying")}
+        row = self._query(codec.OUTBOX_COUNTERS_SQL)[0]
+        return {k: int(row[k]) for k in codec.OUTBOX_COUNTERS}
 
 
 def _version(row: sqlite3.Row) -> GridVersion:
