@@ -67,12 +67,33 @@ class Building:
 
 @dataclass(frozen=True, slots=True)
 class GridVersion:
-    """An immutable, validated set of grids; exactly one is current."""
+    """A set of grids: a `draft` while planners work on it, then `published` (immutable).
+
+    Exactly one published version is current; each published version was valid from `valid_from`
+    until `valid_to` (None while current), so "which grid held this point at time T" has one answer.
+    """
 
     id: int
     label: str
     created_at: datetime
     is_current: bool = False
+    status: Literal["draft", "published"] = "published"
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    source: str | None = None  # the imported file's name
+    crs: str | None = None  # the CRS the file was read in
+    created_by: str | None = None
+    published_at: datetime | None = None
+    published_by: str | None = None
+
+    def valid_at(self, at: datetime) -> bool:
+        """Tell whether this published version was the current one at time `at`."""
+        return (
+            self.status == "published"
+            and self.valid_from is not None
+            and self.valid_from <= at
+            and (self.valid_to is None or at < self.valid_to)
+        )
 
 
 @dataclass(frozen=True, slots=True)

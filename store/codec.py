@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, time
 from typing import Any
 
@@ -23,7 +23,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from alerts.model import HistoryEntry, Incident, IncidentState, RouteRecord
-from geo.model import Shift
+from geo.model import GridVersion, Shift
 from ingest.model import Alarm, DeadLetter
 
 #: Columns of `incidents` written by save_incidents, in order (PostGIS adds a generated `geom`).
@@ -345,3 +345,21 @@ OUTBOX_COUNTERS_SQL = (
     " count(*) FILTER (WHERE delivered_at IS NULL AND attempts > 0) AS retrying"
     " FROM outbox"
 )
+
+
+# --- grid versions -------------------------------------------------------------------------------
+VERSION_COLUMNS = (
+    "id", "label", "created_at", "is_current", "status", "valid_from", "valid_to",
+    "source", "crs", "created_by", "published_at", "published_by",
+)
+VERSION_TIMES = ("created_at", "valid_from", "valid_to", "published_at")
+
+
+def version_from_values(v: Mapping[str, Any], parse: Callable[[Any], datetime | None]) -> GridVersion:
+    """A GridVersion from a row of VERSION_COLUMNS; `parse` turns a stored time into an aware datetime."""
+    times = {k: parse(v[k]) if v[k] is not None else None for k in VERSION_TIMES}
+    return GridVersion(
+        id=int(v["id"]), label=v["label"], created_at=times["created_at"], is_current=bool(v["is_current"]),  # type: ignore[arg-type]
+        status=v["status"], valid_from=times["valid_from"], valid_to=times["valid_to"], source=v["source"],
+        crs=v["crs"], created_by=v["created_by"], published_at=times["published_at"], published_by=v["published_by"],
+    )

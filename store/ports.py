@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from alerts.model import HistoryEntry, Incident, IncidentState, Notification
 from geo.model import Building, Device, District, Grid, GridVersion, Patroller
@@ -46,6 +46,18 @@ class IncidentQuery:
     bbox: tuple[float, float, float, float] | None = None
     since: datetime | None = None
     limit: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class VersionAudit:
+    """One row of the grid versions' append-only audit log."""
+
+    id: int
+    version_id: int
+    at: datetime
+    actor: str
+    action: str  # "import" | "publish" | "delete"
+    detail: dict[str, Any]
 
 
 class UnitOfWork(Protocol):
@@ -84,6 +96,19 @@ class UnitOfWork(Protocol):
     def set_positions(self, positions: Sequence[PatrollerPosition]) -> None:
         """Update last known positions (keep the newest by ts)."""
 
+    # --- publishing a grid version (store.versions: one transaction with the incident moves) ----------
+    def publish_version(self, version_id: int, *, at: datetime, actor: str, detail: dict[str, Any]) -> GridVersion:
+        """Make a draft the current version from `at` (the old one valid until `at`), with an audit row.
+
+        Raises VersionStateError when the version does not exist or is not a draft.
+        """
+
+    def move_devices(self, moves: Sequence[tuple[str, str]]) -> None:
+        """Set the owner grid of devices: (device_id, level-3 grid code) pairs."""
+
+    def set_patroller_grids(self, moves: Sequence[tuple[str, tuple[str, ...]]]) -> None:
+        """Set patrollers' level-3 assignments: (patroller_id, grid codes) pairs."""
+
 
 class Store(Protocol):
     """Persistence of gridwatch. Thread-safe: each call or unit of work uses its own connection."""
@@ -105,6 +130,39 @@ class Store(Protocol):
 
     def current_version(self) -> GridVersion | None:
         """Return the current grid version."""
+
+    def create_draft(
+        self, label: str, grids: Sequence[Grid], buildings: Sequence[Building], *,
+        source: str | None, crs: str | None, actor: str, at: datetime,
+    ) -> GridVersion:
+        """Store grids (and their buildings) as a new draft version, with an "import" audit row.
+
+        Raises VersionStateError if the label is taken.
+        """
+
+    def delete_draft(self, version_id: int, *, actor: str, at: datetime) -> None:
+        """Delete a draft (a published version cannot be deleted), with an audit row."""
+
+    def grid_versions(self) -> list[GridVersion]:
+        """Every version, newest first."""
+
+    def grid_version(self, version_id: int) -> GridVersion | None:
+        """One version by id."""
+
+    def version_at(self, at: datetime) -> GridVersion | None:
+        """The published version that was current at time `at` (None before the first one)."""
+
+    def version_token(self) -> int:
+        """A cheap value that changes whenever another version becomes current (the current id; 0: none)."""
+
+    def save_report(self, version_id: int, kind: str, body: dict[str, Any]) -> None:
+        """Store (replace) a report of a version: "validation", "diff", ..."""
+
+    def report(self, version_id: int, kind: str) -> dict[str, Any] | None:
+        """A stored report, or None."""
+
+    def version_audit(self, version_id: int | None = None) -> list[VersionAudit]:
+        """Audit rows of one version (or all), oldest first."""
 
     def grids(self, *, level: int | None = None, version: int | None = None) -> list[Grid]:
         """Grids of a version (default current), optionally of one level, ordered by code."""

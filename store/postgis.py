@@ -30,6 +30,7 @@ from store import codec
 from store.errors import ConflictError, StoreError
 from store.migrate import load_migrations, pending
 from store.ports import IncidentQuery, Position, StoredDeadLetter
+from store.postgis_versions import VERSION_SELECT, audit_in, PostgisVersions, insert_grid_rows, insert_version, publish_in, version_from_row
 from store.postgis_uow import (
     ALARM_SELECT,
     INCIDENT_SELECT,
@@ -46,7 +47,6 @@ _MIGRATE_LOCK = 0x6772_6964_0001
 _LOAD_LOCK = 0x6772_6964_0002
 
 _HISTORY_SELECT = "SELECT incident_id, at, action, from_state, to_state, actor, note FROM incident_history"
-_VERSION_SELECT = "SELECT id, label, created_at, is_current FROM grid_versions"
 _CURRENT = "(SELECT id FROM grid_versions WHERE is_current)"
 
 
@@ -89,7 +89,7 @@ def _check_if_rested(conn: Conn) -> None:
     _checked_at[conn] = now
 
 
-class PostgisStore:
+class PostgisStore(PostgisVersions):
     """store.ports.Store on PostgreSQL + PostGIS."""
 
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 30.0) -> None:
@@ -185,27 +185,18 @@ class PostgisStore:
         """Store a district as a new current grid version (idempotent by label: returns the existing one)."""
         with self._connection() as conn, conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOAD_LOCK,))
-            row = cur.execute(f"{_VERSION_SELECT} WHERE label = %s", (label,)).fetchone()
+            row = cur.execute(f"{VERSION_SELECT} WHERE label = %s", (label,)).fetchone()
             if row is not None:
                 logger.info("grid version %r exists (id %s), not loaded again", label, row["id"])
-                return _version(row)
+                return version_from_row(row)
             now = codec.now_utc()
-            cur.execute("UPDATE grid_versions SET is_current = false, valid_to = %s WHERE is_current", (now,))
-            row = cur.execute(
-                "INSERT INTO grid_versions (label, created_at, is_current, valid_from) VALUES (%s, %s, true, %s)"
-                " RETURNING id, label, created_at, is_current",
-                (label, now, now),
-            ).fetchone()
-            assert row is not None
-            version_id = row["id"]
-            with cur.copy("COPY grids (version_id, code, level, name, parent_code, geom) FROM STDIN") as copy:
-                for g in district.grids:
-                    copy.write_row((version_id, g.code, g.level, g.name, g.parent_code, codec.to_ewkb_hex(g.geometry)))
-            with cur.copy("COPY buildings (version_id, code, grid_code, name, geom) FROM STDIN") as copy:
-                for b in district.buildings:
-                    copy.write_row((version_id, b.code, b.grid_code, b.name, codec.to_ewkb_hex(b.geometry)))
+            version_id = insert_version(conn, label, at=now, source=district.name, crs="EPSG:4326", actor="seed")
+            insert_grid_rows(conn, version_id, district.grids, district.buildings)
+            audit_in(conn, version_id, at=now, actor="seed", action="import",
+                     detail={"source": district.name, "grids": len(district.grids), "buildings": len(district.buildings)})
             _upsert_devices(cur, district.devices)
             _upsert_patrollers(cur, district.patrollers)
+            version = publish_in(conn, version_id, at=now, actor="seed", detail={"seed": label})
         logger.info(
             "loaded %s as grid version %s (%d grids, %d buildings, %d devices, %d patrollers)",
             label,
@@ -215,12 +206,12 @@ class PostgisStore:
             len(district.devices),
             len(district.patrollers),
         )
-        return _version(row)
+        return version
 
     def current_version(self) -> GridVersion | None:
         """Return the current grid version."""
-        rows = self._query(f"{_VERSION_SELECT} WHERE is_current")
-        return _version(rows[0]) if rows else None
+        rows = self._query(f"{VERSION_SELECT} WHERE is_current")
+        return version_from_row(rows[0]) if rows else None
 
     def grids(self, *, level: int | None = None, version: int | None = None) -> list[Grid]:
         """Grids of a version (default current), optionally of one level, ordered by code."""
@@ -417,10 +408,6 @@ def _like_prefix(prefix: str) -> str:
     """A LIKE pattern matching strings that start with `prefix` (default escape character: backslash)."""
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"{escaped}%"
-
-
-def _version(row: dict[str, Any]) -> GridVersion:
-    return GridVersion(row["id"], row["label"], codec.to_utc(row["created_at"]), bool(row["is_current"]))
 
 
 def _grid(row: dict[str, Any]) -> Grid:

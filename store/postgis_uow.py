@@ -27,6 +27,7 @@ from typing import Any
 import psycopg
 
 from alerts.model import OPEN_STATES, HistoryEntry, Incident, Notification
+from geo.model import GridVersion
 from ingest.model import Alarm, DeadLetter, PatrollerPosition
 from store import codec
 
@@ -376,6 +377,28 @@ class PostgisUnitOfWork:
                 for row_id, row in zip(ids, rows, strict=True):
                     copy.write_row((row_id, *row))
         return ids
+
+    # --- publishing a grid version (store.postgis_versions) ---------------------------------------
+    def publish_version(self, version_id: int, *, at: datetime, actor: str, detail: dict[str, Any]) -> GridVersion:
+        """Make a draft the current version from `at`, with an audit row."""
+        from store.postgis_versions import publish_in
+
+        self._sync()
+        return publish_in(self._conn, version_id, at=at, actor=actor, detail=detail)
+
+    def move_devices(self, moves: Sequence[tuple[str, str]]) -> None:
+        """Set devices' owner grids."""
+        from store.postgis_versions import move_devices_in
+
+        self._sync()
+        move_devices_in(self._conn, moves)
+
+    def set_patroller_grids(self, moves: Sequence[tuple[str, tuple[str, ...]]]) -> None:
+        """Set patrollers' level-3 assignments."""
+        from store.postgis_versions import set_patroller_grids_in
+
+        self._sync()
+        set_patroller_grids_in(self._conn, moves)
 
     def set_positions(self, positions: Sequence[PatrollerPosition]) -> None:
         """Update last known positions (keep the newest by ts)."""

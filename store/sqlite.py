@@ -26,6 +26,7 @@ from store import codec
 from store.errors import ConflictError, StoreError
 from store.migrate import load_migrations, pending, split_statements
 from store.ports import IncidentQuery, Position, StoredDeadLetter
+from store.sqlite_versions import VERSION_SELECT, audit_in, SqliteVersions, insert_grid_rows, insert_version, publish_in, version_from_row
 from store.sqlite_uow import (
     ALARM_SELECT,
     INCIDENT_SELECT,
@@ -66,7 +67,7 @@ def _translated() -> Iterator[None]:
         raise StoreError(f"sqlite: {type(e).__name__}: {e}") from e
 
 
-class SqliteStore:
+class SqliteStore(SqliteVersions):
     """store.ports.Store on one SQLite file."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000, url: str | None = None) -> None:
@@ -187,29 +188,15 @@ class SqliteStore:
     def load_district(self, district: District, label: str) -> GridVersion:
         """Store a district as a new current grid version (idempotent by label: returns the existing one)."""
         with self._transaction() as tx:
-            row = tx.execute(
-                "SELECT id, label, created_at, is_current FROM grid_versions WHERE label = ?", (label,)
-            ).fetchone()
+            row = tx.execute(f"{VERSION_SELECT} WHERE label = ?", (label,)).fetchone()
             if row is not None:
                 logger.info("sqlite: grid version %r exists (id %s), not loaded again", label, row["id"])
-                return _version(row)
-            now = ts_text(codec.now_utc())
-            tx.execute("UPDATE grid_versions SET is_current = 0, valid_to = ? WHERE is_current = 1", (now,))
-            version_id = tx.execute(
-                "INSERT INTO grid_versions (label, created_at, is_current, valid_from) VALUES (?, ?, 1, ?)",
-                (label, now, now),
-            ).lastrowid
-            tx.executemany(
-                "INSERT INTO grids (version_id, code, level, name, parent_code, geom) VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (version_id, g.code, g.level, g.name, g.parent_code, codec.to_wkb(g.geometry))
-                    for g in district.grids
-                ],
-            )
-            tx.executemany(
-                "INSERT INTO buildings (version_id, code, grid_code, name, geom) VALUES (?, ?, ?, ?, ?)",
-                [(version_id, b.code, b.grid_code, b.name, codec.to_wkb(b.geometry)) for b in district.buildings],
-            )
+                return version_from_row(row)
+            now = codec.now_utc()
+            version_id = insert_version(tx, label, at=now, source=district.name, crs="EPSG:4326", actor="seed")
+            insert_grid_rows(tx, version_id, district.grids, district.buildings)
+            audit_in(tx, version_id, at=now, actor="seed", action="import",
+                     detail={"source": district.name, "grids": len(district.grids), "buildings": len(district.buildings)})
             tx.executemany(
                 "INSERT INTO devices (id, kind, name, geom, grid_code, zones) VALUES (?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name, geom = excluded.geom,"
@@ -235,9 +222,7 @@ class SqliteStore:
                     for p in district.patrollers
                 ],
             )
-            row = tx.execute(
-                "SELECT id, label, created_at, is_current FROM grid_versions WHERE id = ?", (version_id,)
-            ).fetchone()
+            version = publish_in(tx, version_id, at=now, actor="seed", detail={"seed": label})
         logger.info(
             "sqlite: loaded %s as grid version %s (%d grids, %d buildings, %d devices, %d patrollers)",
             label,
@@ -247,12 +232,12 @@ class SqliteStore:
             len(district.devices),
             len(district.patrollers),
         )
-        return _version(row)
+        return version
 
     def current_version(self) -> GridVersion | None:
         """Return the current grid version."""
-        rows = self._query("SELECT id, label, created_at, is_current FROM grid_versions WHERE is_current = 1")
-        return _version(rows[0]) if rows else None
+        rows = self._query(f"{VERSION_SELECT} WHERE is_current = 1")
+        return version_from_row(rows[0]) if rows else None
 
     def grids(self, *, level: int | None = None, version: int | None = None) -> list[Grid]:
         """Grids of a version (default current), optionally of one level, ordered by code."""
@@ -418,10 +403,6 @@ class SqliteStore:
         """Outbox counters: pending, delivered, failed_attempts, and retrying (pending after a failure)."""
         row = self._query(codec.OUTBOX_COUNTERS_SQL)[0]
         return {k: int(row[k]) for k in codec.OUTBOX_COUNTERS}
-
-
-def _version(row: sqlite3.Row) -> GridVersion:
-    return GridVersion(row["id"], row["label"], from_ts_text(row["created_at"]), bool(row["is_current"]))
 
 
 def _grid(row: sqlite3.Row) -> Grid:

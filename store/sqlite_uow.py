@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from alerts.model import OPEN_STATES, HistoryEntry, Incident, Notification
+from geo.model import GridVersion
 from ingest.model import Alarm, DeadLetter, PatrollerPosition
 from store import codec
 
@@ -196,6 +197,26 @@ class SqliteUnitOfWork:
             " acc = excluded.acc, updated_at = excluded.updated_at WHERE excluded.ts > patroller_positions.ts",
             [(p.patroller_id, ts_text(p.ts, "position.ts"), p.lon, p.lat, p.acc, now) for p in positions],
         )
+
+
+    # --- publishing a grid version (store.sqlite_versions) ----------------------------------------
+    def publish_version(self, version_id: int, *, at: datetime, actor: str, detail: dict[str, Any]) -> GridVersion:
+        """Make a draft the current version from `at`, with an audit row."""
+        from store.sqlite_versions import publish_in
+
+        return publish_in(self._conn, version_id, at=at, actor=actor, detail=detail)
+
+    def move_devices(self, moves: Sequence[tuple[str, str]]) -> None:
+        """Set devices' owner grids."""
+        from store.sqlite_versions import move_devices_in
+
+        move_devices_in(self._conn, moves)
+
+    def set_patroller_grids(self, moves: Sequence[tuple[str, tuple[str, ...]]]) -> None:
+        """Set patrollers' level-3 assignments."""
+        from store.sqlite_versions import set_patroller_grids_in
+
+        set_patroller_grids_in(self._conn, moves)
 
 
 def incident_from_row(row: sqlite3.Row) -> Incident:

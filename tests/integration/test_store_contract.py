@@ -179,8 +179,9 @@ def test_a_failing_migration_leaves_nothing_behind(
     dialect = "sqlite" if backend == "sqlite" else "postgres"
     module = "store.sqlite" if backend == "sqlite" else "store.postgis"
     head = load_migrations(dialect)
-    broken = Migration(2, "0002_broken", "CREATE TABLE extra (x integer);\nSELECT no_such_function();\n")
-    fixed = Migration(2, "0002_extra", "CREATE TABLE extra (x integer);\n")
+    n = head[-1].version + 1
+    broken = Migration(n, f"{n:04d}_broken", "CREATE TABLE extra (x integer);\nSELECT no_such_function();\n")
+    fixed = Migration(n, f"{n:04d}_extra", "CREATE TABLE extra (x integer);\n")
 
     def tables() -> set[str]:
         if backend == "sqlite":
@@ -197,7 +198,7 @@ def test_a_failing_migration_leaves_nothing_behind(
             store.migrate()
         assert "extra" not in tables()
         monkeypatch.setattr(f"{module}.load_migrations", lambda _dialect: [*head, fixed])
-        assert store.migrate() == ["0002_extra"]
+        assert store.migrate() == [f"{n:04d}_extra"]
         assert store.migrate() == []
         assert "extra" in tables()
     finally:
