@@ -22,6 +22,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *, with_inges
         own = runtime is None
         rt = runtime or Runtime.open(settings)
         app.state.runtime = rt
+        if own:
+            rt.watch_versions()  # a published grid version reaches this process within version_poll_seconds
         if own and with_ingest:
             rt.start_ingest()
         try:

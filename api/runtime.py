@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,6 +57,10 @@ class Runtime:
         self.outbox = OutboxRelay(store, self._publish, retry_seconds=settings.outbox_retry_seconds,
                                   publish_nowait=self._publish_nowait)
         self.stats = {"batches": 0, "messages": 0, "alarms_stored": 0, "duplicates": 0, "dead_letters": 0, "incidents_created": 0}
+        self._swap = threading.Lock()  # held while a batch is handled and while a new grid version is swapped in
+        self._watch_stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.reloads = 0
         self.reload()
 
     @classmethod
@@ -66,22 +71,63 @@ class Runtime:
         return cls(settings, store)
 
     def reload(self) -> None:
-        """(Re)build the in-memory grid index, registry and router from the store's current version."""
+        """(Re)build the in-memory grid index, registry and router from the store's current version.
+
+        The new index is built aside and swapped in between two ingest batches, so a batch is
+        decoded and routed with one version from start to end.
+        """
         version = self.store.current_version()
-        grids = self.store.grids()
-        self.index = GridIndex(grids, self.store.buildings(), version=version.id if version else 0)
-        self.grid_by_code = {g.code: g for g in grids}
-        self.devices = {d.id: d for d in self.store.devices()}
-        self.patrollers = self.store.patrollers()
-        self.router = Router(self.index, self.patrollers, self.settings.timezone)
-        self.intake = IncidentIntake(
-            self.router,
-            self.devices,
+        grids = self.store.grids(version=version.id) if version else []
+        index = GridIndex(grids, self.store.buildings(version=version.id), version=version.id if version else 0)
+        devices = {d.id: d for d in self.store.devices()}
+        patrollers = self.store.patrollers()
+        router = Router(index, patrollers, self.settings.timezone)
+        intake = IncidentIntake(
+            router,
+            devices,
             cooldown=timedelta(seconds=self.settings.cooldown_seconds),
             auto_dispatch=self.settings.auto_dispatch,
         )
-        self.intake.remember_positions(self.store.positions())
-        logger.info("grid index: version %s, %d grids, %d devices, %d patrollers", self.index.version, len(grids), len(self.devices), len(self.patrollers))
+        intake.remember_positions(self.store.positions())
+        with self._swap:
+            old = getattr(self, "intake", None)
+            if old is not None:  # positions this process accepted while the index was being built
+                intake.positions.update(old.positions)
+            self.index, self.grid_by_code, self.devices = index, {g.code: g for g in grids}, devices
+            self.patrollers, self.router, self.intake = patrollers, router, intake
+            self.reloads += 1
+        logger.info("grid index: version %s, %d grids, %d devices, %d patrollers", index.version, len(grids), len(devices), len(patrollers))
+
+    def check_version(self) -> bool:
+        """Reload if another grid version became current since the last load; tell whether it did."""
+        if self.store.version_token() == self.index.version:
+            return False
+        self.reload()
+        return True
+
+    def watch_versions(self, interval: float | None = None) -> None:
+        """Poll the store's version counter in a thread and hot-swap the index when a version is published."""
+        if self._watcher is not None:
+            return
+        every = self.settings.version_poll_seconds if interval is None else interval
+        self._watch_stop.clear()
+
+        def loop() -> None:
+            while not self._watch_stop.wait(every):
+                try:
+                    self.check_version()
+                except Exception:  # noqa: BLE001 - a store hiccup must not end the watch
+                    logger.warning("checking the current grid version failed; trying again in %.1f s", every, exc_info=True)
+
+        self._watcher = threading.Thread(target=loop, name="grid-version-watch", daemon=True)
+        self._watcher.start()
+
+    def stop_watching(self) -> None:
+        """Stop the version watch thread."""
+        self._watch_stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=10)
+        self._watcher = None
 
     # --- ingest ------------------------------------------------------------------------------
     def handle_messages(self, messages: Sequence[Any]) -> IntakeResult:
@@ -90,6 +136,10 @@ class Runtime:
         Called by the ingest worker before it acks the batch: if this raises, nothing was committed
         and the messages are retried (at-least-once + idempotent storage = exactly once).
         """
+        with self._swap:
+            return self._handle(messages)
+
+    def _handle(self, messages: Sequence[Any]) -> IntakeResult:
         outs = [self._decode(msg) for msg in messages]
         try:
             result = self._commit(outs)
@@ -171,6 +221,7 @@ class Runtime:
         self.worker.start()
         self.outbox.start()
         self.outbox.sweep()
+        self.watch_versions()
 
     def _publish(self, topic: str, payload: bytes) -> None:
         if self.worker is None:
@@ -195,6 +246,7 @@ class Runtime:
         self.worker = None
 
     def close(self) -> None:
-        """Stop ingest and close the store."""
+        """Stop ingest and the version watch, and close the store."""
+        self.stop_watching()
         self.stop_ingest()
         self.store.close()

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     batch_wait_ms: float = 5.0
     max_payload_bytes: int = 64 * 1024
     outbox_retry_seconds: float = 5.0
+    version_poll_seconds: float = Field(1.0, description="how often serve/ingest check for a newly published grid version")
 
     def check_secret(self) -> None:
         """Refuse the default secret outside demo mode (called by the commands that serve users)."""

@@ -1,7 +1,8 @@
 """The in-memory point index that routes alarms: point → (L1, L2, L3, building).
 
 Only level-3 grids are searched; the level-2 and level-1 answers follow from the located level-3
-grid's code (grids nest exactly, design §6). Buildings have their own cell cover (geo.cellcover).
+grid's `parent_code` chain (grids nest exactly), or from its code's prefix (design §6) where a grid
+has no parent_code, so imported grids with foreign codes route correctly too. Buildings have their own cell cover (geo.cellcover).
 Both covers answer exactly: a point in a boundary cell is tested with GEOS. A grid holds the points
 of its boundary too, so a point on the district's outline is inside, and a point on an edge shared
 by two grids goes to the grid with the lower code, on every path, so replays give the same route.
@@ -21,8 +22,8 @@ import numpy as np
 import shapely
 
 from geo.cellcover import CellCover, CoverStats
-from geo.errors import GridSetError
-from geo.model import Building, Grid, level_of, parent_code
+from geo.errors import GridSetError, InvalidCodeError
+from geo.model import Building, Grid, parent_code
 
 logger = logging.getLogger(__name__)
 
@@ -82,18 +83,15 @@ class GridIndex:
         l3 = sorted((g for g in grids if g.level == 3), key=lambda g: g.code)
         if not l3:
             raise GridSetError("grids: no level-3 grid to index")
-        for g in l3:
-            if level_of(g.code) != 3:
-                raise GridSetError(f"grid {g.code}: level 3 needs a 15-digit code")
-            if g.parent_code is not None and g.parent_code != parent_code(g.code):
-                raise GridSetError(f"grid {g.code}: parent_code {g.parent_code} is not its prefix")
         self.l3_codes = np.array([g.code for g in l3])
-        l2 = sorted({c[:12] for c in self.l3_codes.tolist()})
-        l1 = sorted({c[:9] for c in l2})
+        l2_of = [self._parent(g.code) for g in l3]
+        l2 = sorted(set(l2_of))
+        l1_of_l2 = {c: self._parent(c) for c in l2}
+        l1 = sorted(set(l1_of_l2.values()))
         self.l2_codes = np.array(l2)
         self.l1_codes = np.array(l1)
-        self.l3_parent = np.searchsorted(self.l2_codes, [c[:12] for c in self.l3_codes.tolist()])
-        self.l2_parent = np.searchsorted(self.l1_codes, [c[:9] for c in l2])
+        self.l3_parent = np.searchsorted(self.l2_codes, l2_of)
+        self.l2_parent = np.searchsorted(self.l1_codes, [l1_of_l2[c] for c in l2])
         geoms = np.array([g.geometry for g in l3], dtype=object)
         _polygonal(geoms, "grid", self.l3_codes.tolist())
         self._cover = CellCover(geoms, cells_per_polygon=cells_per_polygon)
@@ -123,6 +121,19 @@ class GridIndex:
             len(l1),
             len(blds),
         )
+
+    def _parent(self, code: str) -> str:
+        """The parent's code: the grid's `parent_code`, else the design §6 code prefix."""
+        g = self._grids.get(code)
+        if g is not None and g.parent_code is not None:
+            return g.parent_code
+        try:
+            parent = parent_code(code)
+        except InvalidCodeError:
+            parent = None
+        if parent is None:
+            raise GridSetError(f"grid {code}: no parent_code, and its code does not follow the design §6 rule")
+        return parent
 
     def grid(self, code: str) -> Grid:
         """Return the indexed grid with this code (KeyError if unknown)."""

@@ -195,8 +195,8 @@ def test_rejects_bad_grid_sets(district: District) -> None:
         GridIndex([g, g])
     with pytest.raises(GridSetError, match="Polygon"):
         GridIndex([Grid(g.code, 3, g.name, shapely.Point(1, 1), g.parent_code)])
-    with pytest.raises(GridSetError, match="parent_code"):
-        GridIndex([Grid(g.code, 3, g.name, g.geometry, "430102999999")])
+    with pytest.raises(GridSetError, match="no parent_code"):
+        GridIndex([Grid("U-17", 3, g.name, g.geometry)])
     with pytest.raises(GridSetError, match="building"):
         GridIndex(
             [g], [Building(g.code + "00001", g.code, "b", shapely.LineString([(0, 0), (1, 1)]))]
@@ -209,3 +209,19 @@ def test_version_and_stats(index: GridIndex) -> None:
     assert stats is not None and stats.polygons == 138
     assert stats.tests_per_boundary_cell < stats.candidates_per_boundary_cell
     assert len(index.l1_codes) == 5 and len(index.l2_codes) == 29
+
+
+def test_foreign_codes_route_through_parent_codes(district: District) -> None:
+    """Grids imported with other coding schemes are chained by parent_code, not by code prefixes."""
+    g = district.level(3)[0]
+    grids = [
+        Grid("D1", 1, "district", g.geometry),
+        Grid("S-1", 2, "street", g.geometry, "D1"),
+        Grid("U-17", 3, "unit", g.geometry, "S-1"),
+    ]
+    p = g.geometry.representative_point()
+    assert GridIndex(grids).locate(p.x, p.y) == Location("D1", "S-1", "U-17")
+    # a level-3 grid whose parent is not in the set: the parent_code still names the level-2 grid
+    assert GridIndex([Grid(g.code, 3, g.name, g.geometry, "430102999999")]).locate(p.x, p.y) == Location(
+        "430102999", "430102999999", g.code
+    )
