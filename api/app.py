@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import RedirectResponse
 
 from api.errors import add_exception_handlers
-from api.routes import grids, incidents, locate, pages, registry
+from api.routes import grids, gridversions, incidents, locate, pages, registry
 from api.runtime import Runtime
 from api.settings import Settings
 
@@ -41,7 +41,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *, with_inges
     if runtime is not None:
         app.state.runtime = runtime
     api = APIRouter(prefix="/api/v1")
-    for module in (locate, grids, incidents, registry):
+    for module in (locate, grids, gridversions, incidents, registry):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(pages.router)

@@ -10,11 +10,14 @@ from typing import Annotated
 
 import typer
 
+from api.cli_grids import grids_app
+
 app = typer.Typer(help="gridwatch: grid management and IoT alarm monitoring.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 dl_app = typer.Typer(help="Dead letters: messages that could not be accepted.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(dl_app, name="deadletters")
+app.add_typer(grids_app, name="grids")
 
 SAMPLE_LABEL = "sample-district-seed-7"
 logger = logging.getLogger("gridwatch")

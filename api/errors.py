@@ -11,7 +11,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alerts.actions import IncidentNotFoundError
 from alerts.errors import IllegalTransitionError, UnknownActionError
-from geo.errors import OutsideDistrictError
+from api.planning import PlanningError, PublishRefusedError, VersionNotFoundError
+from geo.errors import GridFileError, OutsideDistrictError
+from store.errors import VersionStateError
 
 logger = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -21,12 +23,22 @@ class NotFoundProblem(Exception):
     """A resource addressed by the URL does not exist."""
 
 
+class InvalidQueryProblem(Exception):
+    """A query parameter is well-typed but unusable (the message names it)."""
+
+
 STATUS = {
+    InvalidQueryProblem: (422, "validation", "Invalid request"),
     NotFoundProblem: (404, "not-found", "Not found"),
     IncidentNotFoundError: (404, "not-found", "Not found"),
     OutsideDistrictError: (404, "outside-district", "Outside the district"),
     IllegalTransitionError: (409, "illegal-transition", "Illegal transition"),
     UnknownActionError: (422, "unknown-action", "Unknown action"),
+    VersionNotFoundError: (404, "not-found", "Not found"),
+    PlanningError: (422, "planning", "Cannot do this with grid versions"),
+    PublishRefusedError: (409, "publish-refused", "Validation errors block publishing"),
+    VersionStateError: (409, "version-state", "Grid version in the wrong state"),
+    GridFileError: (422, "grid-file", "Unreadable grid file"),
 }
 
 
@@ -44,6 +56,8 @@ def add_exception_handlers(app: FastAPI) -> None:
         extra = {}
         if isinstance(exc, IllegalTransitionError):
             extra = {"state": exc.state, "action": exc.action, "allowed": exc.allowed}
+        elif isinstance(exc, PublishRefusedError):
+            extra = {"errors": [{k: v for k, v in e.items() if k != "location"} for e in exc.errors]}
         return problem(status, type_, title, str(exc), instance=str(request.url.path), **extra)
 
     for exc_type in STATUS:

@@ -16,6 +16,7 @@ from alerts.outbox import OutboxRelay
 from alerts.routing import Router
 from api.settings import Settings
 from geo.index import GridIndex
+from geo.model import Grid
 from ingest.decode import decode_message
 from ingest.model import Alarm, DeadLetter, PatrollerPosition
 from store import open_store
@@ -61,6 +62,8 @@ class Runtime:
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.reloads = 0
+        self._cache_lock = threading.Lock()
+        self._old_indexes: dict[int, tuple[GridIndex, dict[str, Grid]]] = {}
         self.reload()
 
     @classmethod
@@ -97,6 +100,19 @@ class Runtime:
             self.patrollers, self.router, self.intake = patrollers, router, intake
             self.reloads += 1
         logger.info("grid index: version %s, %d grids, %d devices, %d patrollers", index.version, len(grids), len(devices), len(patrollers))
+
+    def version_index(self, version_id: int) -> tuple[GridIndex, dict[str, Grid]]:
+        """The index and grids of another (older) version, for as-of questions; a few are kept cached."""
+        with self._cache_lock:
+            cached = self._old_indexes.pop(version_id, None)
+        if cached is None:
+            grids = self.store.grids(version=version_id)
+            cached = (GridIndex(grids, self.store.buildings(version=version_id), version=version_id), {g.code: g for g in grids})
+        with self._cache_lock:
+            self._old_indexes[version_id] = cached  # most recently used last
+            while len(self._old_indexes) > 4:
+                self._old_indexes.pop(next(iter(self._old_indexes)))
+        return cached
 
     def check_version(self) -> bool:
         """Reload if another grid version became current since the last load; tell whether it did."""

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     batch_wait_ms: float = 5.0
     max_payload_bytes: int = 64 * 1024
     outbox_retry_seconds: float = 5.0
+    max_upload_bytes: int = Field(512 * 1024 * 1024, description="largest grid file accepted by POST /grid-versions")
     version_poll_seconds: float = Field(1.0, description="how often serve/ingest check for a newly published grid version")
 
     def check_secret(self) -> None:

@@ -15,3 +15,7 @@ class OutsideDistrictError(GeoError):
 
 class GridSetError(GeoError):
     """A set of grids cannot be indexed (empty, duplicate codes, non-polygonal geometry)."""
+
+
+class GridFileError(GeoError):
+    """A planner's grid file cannot be read or written (format, CRS, missing or wrong properties)."""

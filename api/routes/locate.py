@@ -1,12 +1,14 @@
-"""GET /locate: who is responsible for a point."""
+"""GET /locate: who is responsible for a point (now, or at a past time: `at=`)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from api.deps import RuntimeDep
+from api.errors import InvalidQueryProblem, NotFoundProblem
 from geo.errors import OutsideDistrictError
 
 router = APIRouter(tags=["locate"])
@@ -17,29 +19,45 @@ def locate(
     rt: RuntimeDep,
     lon: Annotated[float, Query(ge=-180, le=180, description="WGS84 longitude")],
     lat: Annotated[float, Query(ge=-90, le=90, description="WGS84 latitude")],
+    at: Annotated[datetime | None, Query(description="answer with the grid version valid at this time (ISO 8601 with a zone)")] = None,
 ) -> dict[str, Any]:
     """The route of a point: grid chain, building, responsible patroller(s)."""
-    hit = rt.index.locate(lon, lat)
+    if at is not None and at.tzinfo is None:
+        raise InvalidQueryProblem(f"at={at.isoformat()}: expected a time zone (e.g. +08:00 or Z)")
+    index, grid_by_code = rt.index, rt.grid_by_code
+    if at is not None:
+        version = rt.store.version_at(at)
+        if version is None:
+            raise NotFoundProblem(f"no grid version was current at {at.isoformat()}")
+        if version.id != index.version:
+            index, grid_by_code = rt.version_index(version.id)
+    hit = index.locate(lon, lat)
     if hit is None or hit.l3 is None:
-        raise OutsideDistrictError(f"point lon={lon}, lat={lat} is outside every grid of the current version")
+        when = f"grid version {index.version}" if at is not None else "the current version"
+        raise OutsideDistrictError(f"point lon={lon}, lat={lat} is outside every grid of {when}")
     chain = []
     for code in (hit.l1, hit.l2, hit.l3):
-        g = rt.grid_by_code.get(code or "")
+        g = grid_by_code.get(code or "")
         if g is not None:
             chain.append({"level": g.level, "code": g.code, "name": g.name})
-    now = rt.now()
+    out: dict[str, Any] = {
+        "point": {"lon": lon, "lat": lat},
+        "grid_version": index.version,
+        "at": at.isoformat() if at is not None else None,
+        "grids": chain,
+        "building": hit.building,
+    }
+    if index is not rt.index:
+        # assignments and rosters are not versioned: who was on duty then is in the incidents' route records
+        out.update(patrollers=[], responsible=None, note="patroller assignments are shown for the current version only")
+        return out
+    now = at or rt.now()
     local = now.astimezone(rt.router.tz)
-    patrollers = [
+    out["patrollers"] = [
         {"id": p.id, "name": p.name, "phone": p.phone, "on_duty": p.on_duty(local)}
         for p in rt.patrollers
         if hit.l3 in p.grid_codes
     ]
     chosen, rule = rt.router.choose_patroller(hit.l3, lon, lat, now, rt.intake.positions)
-    return {
-        "point": {"lon": lon, "lat": lat},
-        "grid_version": rt.index.version,
-        "grids": chain,
-        "building": hit.building,
-        "patrollers": patrollers,
-        "responsible": {"patroller_id": chosen, "rule": rule},
-    }
+    out["responsible"] = {"patroller_id": chosen, "rule": rule}
+    return out

@@ -1,4 +1,4 @@
-"""HTML pages: the map wall."""
+"""HTML pages: the map wall and the planner's diff map."""
 
 from __future__ import annotations
 
@@ -33,3 +33,35 @@ def map_wall(rt: RuntimeDep, grid: Annotated[str | None, Query(pattern=r"^\d{9}(
         title=f"gridwatch map wall{f' · {grid}' if grid else ''}",
     )
     return HTMLResponse(fmap.get_root().render())
+
+
+@router.get("/plan/{version_id}", response_class=HTMLResponse)
+def plan_page(
+    rt: RuntimeDep,
+    version_id: int,
+    days: Annotated[int, Query(ge=0, le=3660, description="what-if: replay the incidents of the last N days")] = 30,
+) -> HTMLResponse:
+    """The planner's diff map: old and new boundaries, changed grids, findings, what moves, the what-if."""
+    from api.planning import Planning, version_dict
+    from maps.plan import build_plan_map
+
+    planning = Planning(rt.store, clock=rt.now, timezone=rt.settings.timezone)
+    version = planning.version(version_id)
+    validation = planning.validation(version_id)
+    current = rt.store.current_version()
+    diff = whatif = None
+    old_grids = []
+    base = current if current is not None and current.id != version_id else None
+    if base is None and version.status == "published":  # a published version: show it against its predecessor
+        older = [v for v in rt.store.grid_versions() if v.status == "published" and v.valid_to is not None
+                 and version.valid_from is not None and v.valid_to <= version.valid_from]
+        base = max(older, key=lambda v: v.valid_to) if older else None  # type: ignore[arg-type,return-value]
+    if base is not None:
+        body = planning.diff(version_id, against=base.id if base is not current else None, days=days)
+        diff, whatif = body["diff"], body["whatif"]
+        if "error" in whatif:
+            whatif = None
+        old_grids = rt.store.grids(version=base.id)
+    html = build_plan_map(version=version_dict(version), old_grids=old_grids, new_grids=rt.store.grids(version=version_id),
+                          diff=diff, validation=validation, whatif=whatif)
+    return HTMLResponse(html)
