@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from html import escape
 from typing import Any
 
 import folium
 
-from maps.style import QUIET_FILL, light_color, worst_light
+from maps.style import QUIET_FILL, inert, light_color, worst_light
 
 LEVEL_WEIGHT = {1: 3.0, 2: 2.0, 3: 1.0}
 
@@ -32,11 +31,12 @@ def build_wall(
         lights = by_grid.get(code, [])
         worst = worst_light([None if x == "none" else x for x in lights]) if lights else None
         fill = light_color(worst) if lights else QUIET_FILL
-        props = {**f["properties"], "open_incidents": len(lights), "fill": fill}
-        props["name"] = escape(str(props.get("name", "")))  # tooltips render HTML: names come from uploaded layers
+        # tooltips render HTML and branca re-reads scripts as templates: names come from uploaded layers
+        props = {k: inert(v) if isinstance(v, str) else v for k, v in f["properties"].items()}
+        props.update(open_incidents=len(lights), fill=fill)
         features.append({"type": "Feature", "geometry": f["geometry"], "properties": props})
     fmap = folium.Map(location=list(center) if center else [27.62, 113.85], zoom_start=13, tiles=tiles, control_scale=True)
-    fmap.get_root().header.add_child(folium.Element(f"<title>{title}</title>"))
+    fmap.get_root().header.add_child(folium.Element(f"<title>{inert(title)}</title>"))
     if features:
         layer = folium.GeoJson(
             {"type": "FeatureCollection", "features": features},
@@ -54,7 +54,7 @@ def build_wall(
             fmap.fit_bounds(layer.get_bounds())
     markers = folium.FeatureGroup(name="incidents")
     for inc in incidents:
-        e = {k: escape(str(v)) for k, v in inc.items() if isinstance(v, str | int | float)}
+        e = {k: inert(v) for k, v in inc.items() if isinstance(v, str | int | float)}
         popup = (
             f"<b>{e['type']}</b><br>{e['id']}<br>state: {e['state']}<br>light: {e.get('light') or '-'}"
             f"<br>grid: {e.get('grid') or '-'}<br>assignee: {e.get('assignee') or 'command center'}"
@@ -67,7 +67,7 @@ def build_wall(
             fill=True,
             fill_opacity=0.9,
             popup=folium.Popup(popup, max_width=300),
-            tooltip=f"{inc['type']} ({inc['state']})",
+            tooltip=f"{e['type']} ({e['state']})",
         ).add_to(markers)
     markers.add_to(fmap)
     folium.LayerControl().add_to(fmap)

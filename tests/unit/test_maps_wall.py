@@ -195,3 +195,16 @@ def test_grid_names_and_incident_fields_are_escaped() -> None:
     assert "<script>alert(1)</script>" not in html
     assert "<img src=x onerror=alert(2)>" not in html
     assert "\\u0026lt;script\\u0026gt;" in html  # escaped, then JSON-encoded into the page
+
+
+def test_template_syntax_in_user_text_is_never_evaluated() -> None:
+    """branca re-compiles rendered scripts as jinja templates: user text must not reach it with braces."""
+    grids = {"type": "FeatureCollection", "features": [{
+        "type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]},
+        "properties": {"code": "430102001", "level": 1, "name": "{{ 7777*3 }}"}}]}
+    incidents = [{"id": "I{{ 8888*3 }}", "type": "fence.{{ 9999*3 }}", "state": "{% if 1 %}evaluated{% endif %}",
+                  "lat": 0.5, "lon": 0.5, "grid": "430102001", "light": "green"}]
+    html = build_wall(grids, incidents, title="{{ 6666*3 }}").get_root().render()
+    for evaluated in ("23331", "26664", "29997", "19998", "evaluated<"):
+        assert evaluated not in html
+    assert "&#123;&#123; 9999*3 &#125;&#125;" in html
