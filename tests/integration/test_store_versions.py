@@ -150,3 +150,10 @@ def test_published_grids_are_immutable_in_the_database(seeded: Store) -> None:
         with psycopg.connect(seeded.url) as conn, pytest.raises(psycopg.Error, match="append-only"):
             conn.execute("UPDATE grid_version_audit SET actor = 'x'")
     assert isinstance(VersionStateError("x"), StoreError)
+
+
+def test_a_draft_keeps_duplicate_codes_for_validation_to_report(seeded: Store) -> None:
+    grids, buildings = redraw()
+    dup = Grid(L3A, 3, "copy-pasted code", box(113.80, 27.65, 113.85, 27.70), L2A)
+    draft = seeded.create_draft("dup", [*grids, dup], buildings, source=None, crs=None, actor="p", at=T1)
+    assert sorted(g.name for g in seeded.grids(version=draft.id) if g.code == L3A) == ["Unit A1+A2", "copy-pasted code"]

@@ -11,6 +11,12 @@ ALTER TABLE grid_versions
     ADD COLUMN published_by text;
 CREATE INDEX grid_versions_valid ON grid_versions (valid_from, valid_to) WHERE status = 'published';
 
+-- a draft holds what the planner imported, duplicate codes included (validation reports them and
+-- they block publishing), so grids get their own row id instead of the (version_id, code) key
+ALTER TABLE grids DROP CONSTRAINT grids_pkey;
+ALTER TABLE grids ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY;
+CREATE INDEX grids_version_code ON grids (version_id, code);
+
 CREATE TABLE grid_version_reports (
     version_id  bigint      NOT NULL REFERENCES grid_versions (id) ON DELETE CASCADE,
     kind        text        NOT NULL,  -- "validation" | "diff" | ...

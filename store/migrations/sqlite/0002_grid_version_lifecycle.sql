@@ -11,6 +11,24 @@ ALTER TABLE grid_versions ADD COLUMN published_at TEXT;
 ALTER TABLE grid_versions ADD COLUMN published_by TEXT;
 CREATE INDEX grid_versions_valid ON grid_versions (valid_from, valid_to) WHERE status = 'published';
 
+-- a draft holds what the planner imported, duplicate codes included (validation reports them and
+-- they block publishing), so grids get their own row id instead of the (version_id, code) key
+CREATE TABLE grids_v2 (
+    id          INTEGER PRIMARY KEY,
+    version_id  INTEGER NOT NULL REFERENCES grid_versions (id) ON DELETE CASCADE,
+    code        TEXT    NOT NULL,
+    level       INTEGER NOT NULL CHECK (level BETWEEN 1 AND 3),
+    name        TEXT    NOT NULL,
+    parent_code TEXT,
+    geom        BLOB    NOT NULL
+);
+INSERT INTO grids_v2 (version_id, code, level, name, parent_code, geom)
+    SELECT version_id, code, level, name, parent_code, geom FROM grids ORDER BY version_id, code;
+DROP TABLE grids;
+ALTER TABLE grids_v2 RENAME TO grids;
+CREATE INDEX grids_version_code ON grids (version_id, code);
+CREATE INDEX grids_version_level ON grids (version_id, level, code);
+
 CREATE TABLE grid_version_reports (
     version_id  INTEGER NOT NULL REFERENCES grid_versions (id) ON DELETE CASCADE,
     kind        TEXT    NOT NULL,  -- "validation" | "diff" | ...
