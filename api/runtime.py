@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -63,6 +64,10 @@ class Runtime:
         self._watcher: threading.Thread | None = None
         self.reloads = 0
         self._cache_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._staged: dict[int, Future[tuple[GridIndex, list[Grid]]]] = {}
+        self._unstageable: set[int] = set()
+        self._stager = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grid-stage")
         self._old_indexes: dict[int, tuple[GridIndex, dict[str, Grid]]] = {}
         self.reload()
 
@@ -79,9 +84,26 @@ class Runtime:
         The new index is built aside and swapped in between two ingest batches, so a batch is
         decoded and routed with one version from start to end.
         """
+        with self._reload_lock:
+            self._reload()
+
+    def _build_index(self, version_id: int) -> tuple[GridIndex, list[Grid]]:
+        grids = self.store.grids(version=version_id)
+        return GridIndex(grids, self.store.buildings(version=version_id), version=version_id), grids
+
+    def _reload(self) -> None:
         version = self.store.current_version()
-        grids = self.store.grids(version=version.id) if version else []
-        index = GridIndex(grids, self.store.buildings(version=version.id), version=version.id if version else 0)
+        if version is None:
+            index, grids = GridIndex([], version=0), []
+        else:
+            staged = self._staged.pop(version.id, None)
+            if staged is not None:  # pre-built while it was a draft (or being built right now): wait for it
+                try:
+                    index, grids = staged.result()
+                except Exception:  # noqa: BLE001 - build it here instead, and raise from here if it fails
+                    index, grids = self._build_index(version.id)
+            else:
+                index, grids = self._build_index(version.id)
         devices = {d.id: d for d in self.store.devices()}
         patrollers = self.store.patrollers()
         router = Router(index, patrollers, self.settings.timezone)
@@ -132,18 +154,47 @@ class Runtime:
             while not self._watch_stop.wait(every):
                 try:
                     self.check_version()
+                    if self.settings.stage_drafts:
+                        self.stage_newest_draft()
                 except Exception:  # noqa: BLE001 - a store hiccup must not end the watch
                     logger.warning("checking the current grid version failed; trying again in %.1f s", every, exc_info=True)
 
         self._watcher = threading.Thread(target=loop, name="grid-version-watch", daemon=True)
         self._watcher.start()
 
+    def stage_newest_draft(self) -> int | None:
+        """Start building the newest draft's index in the background, so that publishing it swaps at once.
+
+        A planner's draft sits for minutes (validation, diff, review) before it is published; a
+        100,000-grid index takes seconds to build. Only the newest draft is kept staged.
+        """
+        drafts = [v.id for v in self.store.grid_versions() if v.status == "draft"]
+        newest = drafts[0] if drafts else None
+        for vid in [v for v in self._staged if v != newest]:
+            self._staged.pop(vid, None)
+        if newest is None or newest in self._staged or newest in self._unstageable:
+            return newest
+        future = self._stager.submit(self._build_index, newest)
+
+        def done(f: Future[tuple[GridIndex, list[Grid]]]) -> None:
+            if f.exception() is not None:  # e.g. invalid geometry: validation blocks publishing it anyway
+                self._unstageable.add(newest)
+                self._staged.pop(newest, None)
+                logger.info("draft grid version %s not staged: %s", newest, f.exception())
+            else:
+                logger.info("draft grid version %s staged: its index is ready for a publish", newest)
+
+        self._staged[newest] = future
+        future.add_done_callback(done)
+        return newest
+
     def stop_watching(self) -> None:
-        """Stop the version watch thread."""
+        """Stop the version watch thread (and any draft staging)."""
         self._watch_stop.set()
         if self._watcher is not None:
             self._watcher.join(timeout=10)
         self._watcher = None
+        self._staged.clear()
 
     # --- ingest ------------------------------------------------------------------------------
     def handle_messages(self, messages: Sequence[Any]) -> IntakeResult:
@@ -264,5 +315,6 @@ class Runtime:
     def close(self) -> None:
         """Stop ingest and the version watch, and close the store."""
         self.stop_watching()
+        self._stager.shutdown(wait=False, cancel_futures=True)
         self.stop_ingest()
         self.store.close()

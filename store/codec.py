@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, time
 from typing import Any
 
@@ -23,7 +23,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from alerts.model import HistoryEntry, Incident, IncidentState, RouteRecord
-from geo.model import GridVersion, Shift
+from geo.model import Grid, GridVersion, Shift
 from ingest.model import Alarm, DeadLetter
 
 #: Columns of `incidents` written by save_incidents, in order (PostGIS adds a generated `geom`).
@@ -334,6 +334,14 @@ def to_ewkb_hex(geometry: BaseGeometry) -> str:
 def from_wkb(data: bytes | memoryview) -> BaseGeometry:
     """Inverse of to_wkb."""
     return shapely.from_wkb(bytes(data))
+
+
+def grids_from_rows(rows: Sequence[Mapping[str, Any]], geom_key: str) -> list[Grid]:
+    """Grids from rows (code, level, name, parent_code, WKB): one vectorized WKB decode for all."""
+    geoms = shapely.from_wkb([bytes(r[geom_key]) for r in rows]) if rows else []
+    return [
+        Grid(r["code"], r["level"], r["name"], g, r["parent_code"]) for r, g in zip(rows, geoms, strict=True)
+    ]
 
 
 OUTBOX_COUNTERS = ("pending", "delivered", "failed_attempts", "retrying")

@@ -221,7 +221,7 @@ class PostgisStore(PostgisVersions):
             " AND (%(level)s::integer IS NULL OR level = %(level)s) ORDER BY code",
             {"version": version, "level": level},
         )
-        return [_grid(r) for r in rows]
+        return codec.grids_from_rows(rows, "wkb")
 
     def grid(self, code: str, *, version: int | None = None) -> Grid | None:
         """One grid by code."""

@@ -247,7 +247,7 @@ class SqliteStore(SqliteVersions):
             " AND (:level IS NULL OR level = :level) ORDER BY code",
             {"version": version, "level": level},
         )
-        return [_grid(r) for r in rows]
+        return codec.grids_from_rows(rows, "geom")
 
     def grid(self, code: str, *, version: int | None = None) -> Grid | None:
         """One grid by code."""

@@ -12,8 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.runtime import Runtime
+from shapely.geometry import LineString
+
 from geo.edit import sample_redraw
 from geo.gridfile import write_grid_file
+from geo.model import Grid
 from store.ports import IncidentQuery, Store
 from tests.integration.apphelpers import Clock, alarm_message, make_runtime, problem, sample_district
 
@@ -178,3 +181,36 @@ def test_another_process_hot_swaps_within_seconds(
         assert {d.id: d.grid_code for d in other.devices.values()} == {d.id: d.grid_code for d in rt.store.devices()}
     finally:
         other.stop_watching()
+
+
+def test_a_staged_draft_index_is_swapped_in_without_a_rebuild(
+    store_backend: Store, client: TestClient, rt: Runtime, clock: Clock, redraw_file: tuple[Path, dict[str, Any]]
+) -> None:
+    path, change = redraw_file
+    other = make_runtime(store_backend, clock)
+    vid = upload(client, path).json()["version"]["id"]
+    assert other.stage_newest_draft() == vid
+    staged = other._staged[vid].result(timeout=60)[0]
+    assert staged.version == vid and other.index.version != vid  # built, not live
+    clock.advance(minutes=1)
+    assert client.post(f"/api/v1/grid-versions/{vid}/publish", json={}).status_code == 200
+    assert other.check_version()
+    assert other.index is staged and vid not in other._staged
+    lon, lat = inside(other, change["new_code"])
+    assert other.index.locate(lon, lat).l3 == change["new_code"]  # type: ignore[union-attr]
+    other.close()
+
+
+def test_a_draft_that_cannot_be_indexed_is_not_staged(store_backend: Store, client: TestClient, rt: Runtime,
+                                                      clock: Clock, tmp_path: Path) -> None:
+    grids = list(sample_district().grids)
+    last = grids[-1].code
+    bad = [g if g.code != last else Grid(g.code, 3, g.name, LineString([(0, 0), (1, 1)]), g.parent_code) for g in grids]
+    other = make_runtime(store_backend, clock)
+    draft = store_backend.create_draft("broken", bad, [], source=None, crs=None, actor="t", at=clock.now)
+    assert other.stage_newest_draft() == draft.id
+    deadline = time.monotonic() + 60
+    while draft.id not in other._unstageable and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert draft.id in other._unstageable and draft.id not in other._staged
+    other.close()

@@ -311,10 +311,14 @@ def test_successors_merge_into_larger_takes_largest_overlap() -> None:
     assert successors(old, new, level=2) == {}
 
 
-def test_duplicate_codes_are_refused() -> None:
+def test_an_invalid_draft_is_still_diffed() -> None:
     grids = row(0.01, 0.01)
-    with pytest.raises(ValueError, match=f"duplicate code {PARENT}001"):
-        diff_versions(grids, [grids[0], grids[0]])
+    twin = toy(f"{PARENT}001", box(113.7, 27.6, 113.71, 27.61))
+    bowtie = toy(f"{PARENT}002", Polygon([(113.81, 27.6), (113.82, 27.61), (113.82, 27.6), (113.81, 27.61)]))
+    d = diff_versions(grids, [grids[0], twin, bowtie])  # duplicate code: the first one is kept
+    assert [r.code for r in d.reshaped] == [f"{PARENT}002"]
+    assert d.reshaped[0].new_area_m2 == pytest.approx(d.reshaped[0].old_area_m2 / 2, rel=1e-3)
+    assert d.successors[f"{PARENT}001"] == (f"{PARENT}001",)
 
 
 def test_tolerance_decides_reshaped() -> None:
