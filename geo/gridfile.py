@@ -48,6 +48,7 @@ _FLOAT_DIGITS = re.compile(r"^(\d+)\.0*$")
 _POLYGON = int(shapely.GeometryType.POLYGON)
 _MULTIPOLYGON = int(shapely.GeometryType.MULTIPOLYGON)
 _WGS84_CRS = pyproj.CRS.from_epsg(4326)
+_SEQUENTIAL_DRIVERS = {"GeoJSON", "GeoJSONSeq", "ESRIJSON", "TopoJSON"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,6 +355,9 @@ def read_grid_file(
         convert = _to_wgs84_func(source_crs if source_crs is not None else _WGS84_CRS)
         must_be_lonlat = source_crs is None or gcj or source_crs.is_geographic
         count = int(info["features"])
+        # GeoJSON has no random access: every chunk would re-parse the file from its start, so it is
+        # read in one pass (GeoPackage and Shapefile are read chunk by chunk, in bounded memory)
+        step = max(count, 1) if info.get("driver") in _SEQUENTIAL_DRIVERS else chunk_size
         first = 0
         while first < count:
             try:
@@ -362,7 +366,7 @@ def read_grid_file(
                     layer=source.layer,
                     columns=list(columns.values()),
                     skip_features=first,
-                    max_features=chunk_size,
+                    max_features=step,
                 )
             except Exception as exc:
                 raise GridFileError(f"{where}: cannot read features {first}..: {exc}") from exc

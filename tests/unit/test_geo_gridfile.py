@@ -120,10 +120,20 @@ def test_zipped_shapefile_round_trip(tmp_path: Path, grids: list[Grid]) -> None:
 
 
 def test_chunked_reading_reports_progress(tmp_path: Path, grids: list[Grid]) -> None:
+    path = write_grid_file(grids, tmp_path / "grids.gpkg")
+    calls: list[tuple[int, int]] = []
+    got = read_grid_file(path, chunk_size=50, progress=lambda d, t: calls.append((d, t)))
+    totals = {t for _, t in calls}
+    assert totals == {172} and calls[-1] == (172, 172) and len(calls) >= 4  # one layer per level, 50 at a time
+    assert sorted(g.code for g in got.grids) == sorted(g.code for g in grids)
+
+
+def test_geojson_is_read_in_one_pass(tmp_path: Path, grids: list[Grid]) -> None:
+    """GeoJSON has no random access: chunks would re-parse the file each time, so it is one chunk."""
     path = write_grid_file(grids, tmp_path / "grids.geojson")
     calls: list[tuple[int, int]] = []
     got = read_grid_file(path, chunk_size=50, progress=lambda d, t: calls.append((d, t)))
-    assert calls == [(50, 172), (100, 172), (150, 172), (172, 172)]
+    assert calls == [(172, 172)]
     assert [g.code for g in got.grids] == [g.code for g in grids]
 
 
