@@ -61,6 +61,19 @@ def bench_import(url: str, n_l3: int, workdir: Path) -> dict[str, Any]:
     }
 
 
+def bench_import_isolated(url: str, n_l3: int, workdir: Path) -> dict[str, Any]:
+    """bench_import in a child process, so that its peak RSS is the import's own."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "bench.planning", "import", url, str(n_l3), str(workdir)],
+                          capture_output=True, text=True, timeout=1800, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"import benchmark failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def _draft(store: Any, grids: list[Any], label: str) -> int:
     return int(store.create_draft(label, grids, [], source="bench", crs="EPSG:4326", actor="bench", at=datetime.now(UTC)).id)
 
@@ -154,6 +167,9 @@ if __name__ == "__main__":
     import json
     import sys
 
+    if sys.argv[1:2] == ["import"]:  # the child process of bench_import_isolated
+        print(json.dumps(bench_import(sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]))))
+        raise SystemExit(0)
     logging.basicConfig(level=logging.INFO)
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     with tempfile.TemporaryDirectory() as d:

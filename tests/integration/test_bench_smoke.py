@@ -24,7 +24,8 @@ def test_bench_runs_at_tiny_sizes(tmp_path: Path) -> None:
     out, raw_json = tmp_path / "RESULTS.md", tmp_path / "results.json"
     results = run.main([
         "--quick", "--points", "2000", "--big", "200", "--pg-points", "40", "--messages", "200", "--rounds", "1",
-        "--window", "50", "--latency-rate", "200", "--latency-seconds", "1", "--output", str(out), "--json", str(raw_json),
+        "--window", "50", "--latency-rate", "200", "--latency-seconds", "1", "--plan-grids", "300",
+        "--output", str(out), "--json", str(raw_json),
     ])  # fmt: skip
 
     text = out.read_text(encoding="utf-8")
@@ -51,3 +52,10 @@ def test_bench_runs_at_tiny_sizes(tmp_path: Path) -> None:
         assert r["incidents_created"] == 200, kind  # cooldown 0: every alarm opens an incident
         assert r["notifications_received"] == r["notifications_expected"] == 200, kind
         assert r["notification_duplicates"] == 0, kind
+
+    plan = results["planning"]
+    assert plan["validate"]["n_l3"] == 300 and plan["validate"]["findings"] == 0
+    for kind in ("postgis", "sqlite"):
+        assert plan[kind]["import"]["errors"] == 0 and plan[kind]["import"]["features"] > 300, kind
+        assert len(plan[kind]["hot_swap"]["swap_seconds"]) == 3, kind
+    assert "(d) planners" in text
