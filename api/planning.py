@@ -248,9 +248,9 @@ class Planning:
         at = self.now()
         moved: list[dict[str, Any]] = []
         with self.store.unit_of_work() as uow:
-            version = uow.publish_version(version_id, at=at, actor=actor, detail={
-                "policy": policy, "devices_moved": len(device_moves), "patrollers_moved": len(patroller_moves),
-            })
+            version = uow.publish_version(version_id, at=at, actor=actor, expected_current=current.id if current else 0,
+                                          detail={"policy": policy, "devices_moved": len(device_moves),
+                                                  "patrollers_moved": len(patroller_moves)})
             uow.move_devices(device_moves)
             uow.set_patroller_grids(patroller_moves)
             if policy == "move":

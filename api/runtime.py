@@ -7,21 +7,23 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from alerts.intake import IncidentIntake, IntakeResult
+from alerts.model import OPEN_STATES
 from alerts.outbox import OutboxRelay
+from alerts.regrid import regrid
 from alerts.routing import Router
 from api.settings import Settings
 from geo.index import GridIndex
-from geo.model import Grid
+from geo.model import Grid, GridVersion
 from ingest.decode import decode_message
 from ingest.model import Alarm, DeadLetter, PatrollerPosition
 from store import open_store
-from store.ports import Store
+from store.ports import IncidentQuery, Store
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class Runtime:
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.reloads = 0
+        self._watch_owned_by_ingest = False
         self._cache_lock = threading.Lock()
         self._reload_lock = threading.Lock()
         self._staged: dict[int, Future[tuple[GridIndex, list[Grid]]]] = {}
@@ -87,25 +90,40 @@ class Runtime:
         with self._reload_lock:
             self._reload()
 
+    def check_version(self) -> bool:
+        """Reload if another grid version became current since the last load; tell whether it did."""
+        with self._reload_lock:  # a second caller waits, then finds the version loaded already
+            if self.store.version_token() == self.index.version:
+                return False
+            self._reload()
+            return True
+
     def _build_index(self, version_id: int) -> tuple[GridIndex, list[Grid]]:
         grids = self.store.grids(version=version_id)
         return GridIndex(grids, self.store.buildings(version=version_id), version=version_id), grids
 
-    def _reload(self) -> None:
-        version = self.store.current_version()
+    def _index_of(self, version: GridVersion | None) -> tuple[GridIndex, list[Grid]]:
         if version is None:
-            index, grids = GridIndex([], version=0), []
-        else:
+            return GridIndex([], version=0), []
+        with self._cache_lock:
             staged = self._staged.pop(version.id, None)
-            if staged is not None:  # pre-built while it was a draft (or being built right now): wait for it
-                try:
-                    index, grids = staged.result()
-                except Exception:  # noqa: BLE001 - build it here instead, and raise from here if it fails
-                    index, grids = self._build_index(version.id)
-            else:
-                index, grids = self._build_index(version.id)
-        devices = {d.id: d for d in self.store.devices()}
-        patrollers = self.store.patrollers()
+        if staged is not None:  # pre-built while it was a draft (or being built right now): wait for it
+            try:
+                return staged.result()
+            except Exception:  # noqa: BLE001 - build it here instead, and raise from here if it fails
+                logger.info("staged index of version %s failed; building it now", version.id)
+        return self._build_index(version.id)
+
+    def _reload(self) -> None:
+        for _ in range(5):  # the version, its grids, devices and patrollers must be one consistent snapshot
+            version = self.store.current_version()
+            index, grids = self._index_of(version)
+            devices = {d.id: d for d in self.store.devices()}
+            patrollers = self.store.patrollers()
+            positions = self.store.positions()
+            if self.store.version_token() == index.version:
+                break
+            logger.info("grid version changed while loading version %s; loading again", index.version)
         router = Router(index, patrollers, self.settings.timezone)
         intake = IncidentIntake(
             router,
@@ -113,15 +131,55 @@ class Runtime:
             cooldown=timedelta(seconds=self.settings.cooldown_seconds),
             auto_dispatch=self.settings.auto_dispatch,
         )
-        intake.remember_positions(self.store.positions())
+        intake.remember_positions(positions)
         with self._swap:
             old = getattr(self, "intake", None)
+            previous = self.index.version if old is not None else None
             if old is not None:  # positions this process accepted while the index was being built
-                intake.positions.update(old.positions)
+                for pid, pos in old.positions.items():
+                    mine = intake.positions.get(pid)
+                    if mine is None or getattr(pos, "ts", None) and getattr(mine, "ts", None) and pos.ts > mine.ts:
+                        intake.positions[pid] = pos
             self.index, self.grid_by_code, self.devices = index, {g.code: g for g in grids}, devices
             self.patrollers, self.router, self.intake = patrollers, router, intake
             self.reloads += 1
         logger.info("grid index: version %s, %d grids, %d devices, %d patrollers", index.version, len(grids), len(devices), len(patrollers))
+        if previous is not None and previous != index.version and version is not None:
+            self._catch_up(version)
+
+    def _catch_up(self, version: GridVersion) -> int:
+        """Re-route the open incidents opened after `version` was published but routed with an older index.
+
+        Between a publish and each process's swap (up to a poll interval), alarms are still routed
+        with the old grids; those incidents never belonged to the old version, so they move to the
+        grid holding their point now, whatever the publish policy (which is about older incidents).
+        """
+        since = version.valid_from
+        if since is None:
+            return 0
+        stale = [i for i in self.store.incidents(IncidentQuery(states=tuple(OPEN_STATES), since=since, limit=100_000))
+                 if i.created_at >= since and i.route.grid_version != version.id]
+        moved = 0
+        for incident in stale:
+            try:
+                with self.store.unit_of_work() as uow:
+                    if self.store.version_token() != version.id:
+                        break  # yet another version was published: its own swap catches up
+                    current = uow.get_incident(incident.id, for_update=True)
+                    if current is None or current.route.grid_version == version.id:
+                        continue  # another process caught it up already
+                    outcome = regrid(current, self.router, now=self.now(), actor="system:regrid", positions=self.intake.positions)
+                    if outcome is None:
+                        continue
+                    uow.save_incidents([outcome.incident])
+                    uow.add_history([outcome.entry])
+                    uow.add_notifications(outcome.notifications)
+                    moved += 1
+            except Exception:  # noqa: BLE001 - the next swap (or an operator) can still move it
+                logger.warning("catching up incident %s to grid version %s failed", incident.id, version.id, exc_info=True)
+        if moved:
+            logger.info("grid version %s: %d incident(s) routed with the old grids during the swap moved", version.id, moved)
+        return moved
 
     def version_index(self, version_id: int) -> tuple[GridIndex, dict[str, Grid]]:
         """The index and grids of another (older) version, for as-of questions; a few are kept cached."""
@@ -135,13 +193,6 @@ class Runtime:
             while len(self._old_indexes) > 4:
                 self._old_indexes.pop(next(iter(self._old_indexes)))
         return cached
-
-    def check_version(self) -> bool:
-        """Reload if another grid version became current since the last load; tell whether it did."""
-        if self.store.version_token() == self.index.version:
-            return False
-        self.reload()
-        return True
 
     def watch_versions(self, interval: float | None = None) -> None:
         """Poll the store's version counter in a thread and hot-swap the index when a version is published."""
@@ -170,21 +221,23 @@ class Runtime:
         """
         drafts = [v.id for v in self.store.grid_versions() if v.status == "draft"]
         newest = drafts[0] if drafts else None
-        for vid in [v for v in self._staged if v != newest]:
-            self._staged.pop(vid, None)
-        if newest is None or newest in self._staged or newest in self._unstageable:
-            return newest
-        future = self._stager.submit(self._build_index, newest)
+        with self._cache_lock:
+            for vid in [v for v in self._staged if v != newest]:
+                self._staged.pop(vid, None)
+            if newest is None or newest in self._staged or newest in self._unstageable:
+                return newest
+            future = self._stager.submit(self._build_index, newest)
+            self._staged[newest] = future
 
         def done(f: Future[tuple[GridIndex, list[Grid]]]) -> None:
             if f.exception() is not None:  # e.g. invalid geometry: validation blocks publishing it anyway
-                self._unstageable.add(newest)
-                self._staged.pop(newest, None)
+                with self._cache_lock:
+                    self._unstageable.add(newest)
+                    self._staged.pop(newest, None)
                 logger.info("draft grid version %s not staged: %s", newest, f.exception())
             else:
                 logger.info("draft grid version %s staged: its index is ready for a publish", newest)
 
-        self._staged[newest] = future
         future.add_done_callback(done)
         return newest
 
@@ -288,6 +341,7 @@ class Runtime:
         self.worker.start()
         self.outbox.start()
         self.outbox.sweep()
+        self._watch_owned_by_ingest = self._watcher is None
         self.watch_versions()
 
     def _publish(self, topic: str, payload: bytes) -> None:
@@ -311,6 +365,9 @@ class Runtime:
             self.worker.stop()
         self.outbox.stop()
         self.worker = None
+        if self._watch_owned_by_ingest:
+            self.stop_watching()
+            self._watch_owned_by_ingest = False
 
     def close(self) -> None:
         """Stop ingest and the version watch, and close the store."""

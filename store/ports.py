@@ -43,6 +43,7 @@ class IncidentQuery:
 
     states: tuple[IncidentState, ...] = ()
     grid_prefix: str | None = None  # a grid code at any level: the incident's L3 code starts with it
+    grid: str | None = None  # a grid code at any level: the incident's route chain (l1, l2, l3) holds it
     bbox: tuple[float, float, float, float] | None = None
     since: datetime | None = None
     limit: int = 500
@@ -97,10 +98,12 @@ class UnitOfWork(Protocol):
         """Update last known positions (keep the newest by ts)."""
 
     # --- publishing a grid version (store.versions: one transaction with the incident moves) ----------
-    def publish_version(self, version_id: int, *, at: datetime, actor: str, detail: dict[str, Any]) -> GridVersion:
+    def publish_version(self, version_id: int, *, at: datetime, actor: str, detail: dict[str, Any],
+                        expected_current: int | None = None) -> GridVersion:
         """Make a draft the current version from `at` (the old one valid until `at`), with an audit row.
 
-        Raises VersionStateError when the version does not exist or is not a draft.
+        Raises VersionStateError when the version does not exist or is not a draft, or when
+        `expected_current` is given (0: no current version) and another version is current.
         """
 
     def move_devices(self, moves: Sequence[tuple[str, str]]) -> None:

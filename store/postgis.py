@@ -286,6 +286,9 @@ class PostgisStore(PostgisVersions):
         if query.grid_prefix is not None:
             clauses.append("l3 LIKE %s")
             params.append(_like_prefix(query.grid_prefix))
+        if query.grid is not None:
+            clauses.append("(l3 = %s OR l2 = %s OR l1 = %s)")
+            params.extend((query.grid, query.grid, query.grid))
         if query.bbox is not None:
             clauses.append("geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326)")
             params.extend(float(c) for c in query.bbox)

@@ -70,8 +70,13 @@ def audit_in(conn: Conn, version_id: int, *, at: datetime, actor: str, action: s
     )
 
 
-def publish_in(conn: Conn, version_id: int, *, at: datetime, actor: str, detail: Mapping[str, Any]) -> GridVersion:
-    """Make a draft current from `at`; the current version is valid until `at`. Audited."""
+def publish_in(conn: Conn, version_id: int, *, at: datetime, actor: str, detail: Mapping[str, Any],
+               expected_current: int | None = None) -> GridVersion:
+    """Make a draft current from `at`; the current version is valid until `at`. Audited.
+
+    `expected_current` (0: none) guards against a publish computed against a version that another
+    publish has replaced meanwhile: VersionStateError, and the caller computes again.
+    """
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (VERSION_LOCK,))
     row = conn.execute(f"{VERSION_SELECT} WHERE id = %s FOR UPDATE", (version_id,)).fetchone()
     if row is None:
@@ -79,6 +84,7 @@ def publish_in(conn: Conn, version_id: int, *, at: datetime, actor: str, detail:
     if row["status"] != "draft":
         raise VersionStateError(f"grid version {version_id} is {row['status']}: only a draft can be published")
     current = conn.execute(f"{VERSION_SELECT} WHERE is_current FOR UPDATE").fetchone()
+    _check_expected(current["id"] if current is not None else 0, expected_current, version_id)
     if current is not None and current["valid_from"] is not None and current["valid_from"] > at:
         raise VersionStateError(f"publish time {at} is before the current version's valid_from {current['valid_from']}")
     conn.execute("UPDATE grid_versions SET is_current = false, valid_to = %s WHERE is_current", (at,))
@@ -93,6 +99,14 @@ def publish_in(conn: Conn, version_id: int, *, at: datetime, actor: str, detail:
     published = conn.execute(f"{VERSION_SELECT} WHERE id = %s", (version_id,)).fetchone()
     assert published is not None
     return version_from_row(published)
+
+
+def _check_expected(current: int, expected: int | None, version_id: int) -> None:
+    if expected is not None and current != expected:
+        raise VersionStateError(
+            f"grid version {version_id}: the current version changed ({expected or 'none'} → {current}) while the"
+            " publish was prepared; publish again"
+        )
 
 
 def move_devices_in(conn: Conn, moves: Sequence[tuple[str, str]]) -> None:

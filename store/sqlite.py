@@ -316,6 +316,9 @@ class SqliteStore(SqliteVersions):
         if query.grid_prefix is not None:
             clauses.append("substr(l3, 1, ?) = ?")
             params.extend((len(query.grid_prefix), query.grid_prefix))
+        if query.grid is not None:
+            clauses.append("(l3 = ? OR l2 = ? OR l1 = ?)")
+            params.extend((query.grid, query.grid, query.grid))
         if query.bbox is not None:
             min_lon, min_lat, max_lon, max_lat = query.bbox
             clauses.append("lon BETWEEN ? AND ? AND lat BETWEEN ? AND ?")

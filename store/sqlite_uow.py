@@ -200,11 +200,12 @@ class SqliteUnitOfWork:
 
 
     # --- publishing a grid version (store.sqlite_versions) ----------------------------------------
-    def publish_version(self, version_id: int, *, at: datetime, actor: str, detail: dict[str, Any]) -> GridVersion:
+    def publish_version(self, version_id: int, *, at: datetime, actor: str, detail: dict[str, Any],
+                        expected_current: int | None = None) -> GridVersion:
         """Make a draft the current version from `at`, with an audit row."""
         from store.sqlite_versions import publish_in
 
-        return publish_in(self._conn, version_id, at=at, actor=actor, detail=detail)
+        return publish_in(self._conn, version_id, at=at, actor=actor, detail=detail, expected_current=expected_current)
 
     def move_devices(self, moves: Sequence[tuple[str, str]]) -> None:
         """Set devices' owner grids."""

@@ -67,14 +67,20 @@ def audit_in(tx: sqlite3.Connection, version_id: int, *, at: datetime, actor: st
     )
 
 
-def publish_in(tx: sqlite3.Connection, version_id: int, *, at: datetime, actor: str, detail: Mapping[str, Any]) -> GridVersion:
-    """Make a draft current from `at`; the current version is valid until `at`. Audited."""
+def publish_in(tx: sqlite3.Connection, version_id: int, *, at: datetime, actor: str, detail: Mapping[str, Any],
+               expected_current: int | None = None) -> GridVersion:
+    """Make a draft current from `at`; the current version is valid until `at`. Audited.
+
+    `expected_current` (0: none) guards against a publish computed against a version that another
+    publish has replaced meanwhile: VersionStateError, and the caller computes again.
+    """
     row = tx.execute(f"{VERSION_SELECT} WHERE id = ?", (version_id,)).fetchone()
     if row is None:
         raise VersionStateError(f"grid version {version_id}: no such version")
     if row["status"] != "draft":
         raise VersionStateError(f"grid version {version_id} is {row['status']}: only a draft can be published")
     current = tx.execute(f"{VERSION_SELECT} WHERE is_current = 1").fetchone()
+    _check_expected(current["id"] if current is not None else 0, expected_current, version_id)
     now = ts_text(at)
     if current is not None and current["valid_from"] is not None and current["valid_from"] > now:
         raise VersionStateError(f"publish time {now} is before the current version's valid_from {current['valid_from']}")
@@ -88,6 +94,14 @@ def publish_in(tx: sqlite3.Connection, version_id: int, *, at: datetime, actor: 
              detail={"previous": current["id"] if current is not None else None, **detail})
     published = tx.execute(f"{VERSION_SELECT} WHERE id = ?", (version_id,)).fetchone()
     return version_from_row(published)
+
+
+def _check_expected(current: int, expected: int | None, version_id: int) -> None:
+    if expected is not None and current != expected:
+        raise VersionStateError(
+            f"grid version {version_id}: the current version changed ({expected or 'none'} → {current}) while the"
+            " publish was prepared; publish again"
+        )
 
 
 def move_devices_in(tx: sqlite3.Connection, moves: Sequence[tuple[str, str]]) -> None:

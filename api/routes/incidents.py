@@ -14,6 +14,7 @@ from alerts.views import history_dict, incident_dict
 from api.deps import RuntimeDep
 from store.ports import IncidentQuery
 
+GRID_CODE = r"^[0-9A-Za-z_.:-]{1,64}$"  # design §6 codes are digits; imported grids may use others
 router = APIRouter(tags=["incidents"])
 
 #: Actions wired in the API today; the rest of the workflow table arrives with the workflow issue.
@@ -51,7 +52,7 @@ def _bbox(raw: str | None) -> tuple[float, float, float, float] | None:
 def list_incidents(
     rt: RuntimeDep,
     status: Annotated[list[IncidentState] | None, Query(description="state(s); repeat or comma-free")] = None,
-    grid: Annotated[str | None, Query(pattern=r"^\d{9}(\d{3}){0,2}$")] = None,
+    grid: Annotated[str | None, Query(pattern=GRID_CODE, description="a grid code at any level: its subtree")] = None,
     bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat")] = None,
     since: Annotated[AwareDatetime | None, Query(description="ISO-8601 with a zone; incidents updated since")] = None,
     light: Annotated[Literal["green", "yellow", "red"] | None, Query()] = None,
@@ -60,7 +61,7 @@ def list_incidents(
     """Incidents newest first, filtered by state, grid subtree, bbox, time and light."""
     # the light depends on `now`, so it is filtered here: fetch without the limit, then cut
     fetch = limit if light is None else LIGHT_SCAN_LIMIT
-    query = IncidentQuery(states=tuple(status or ()), grid_prefix=grid, bbox=_bbox(bbox), since=since, limit=fetch)
+    query = IncidentQuery(states=tuple(status or ()), grid=grid, bbox=_bbox(bbox), since=since, limit=fetch)
     now = rt.now()
     items = [incident_dict(i, now) for i in rt.store.incidents(query)]
     if light is not None:

@@ -11,6 +11,8 @@ from alerts.model import OPEN_STATES
 from alerts.views import incident_dict
 from api.deps import RuntimeDep
 from api.errors import NotFoundProblem
+from api.routes.incidents import GRID_CODE
+from geo.model import Grid
 from api.geojson import collection, grid_feature
 from maps.wall import build_wall
 from store.ports import IncidentQuery
@@ -18,14 +20,30 @@ from store.ports import IncidentQuery
 router = APIRouter(tags=["pages"])
 
 
+def subtree(grids: list[Grid], code: str | None) -> list[Grid]:
+    """The grid `code` and everything below it, by parent_code (codes need not share prefixes); all if None."""
+    if code is None:
+        return grids
+    children: dict[str | None, list[Grid]] = {}
+    for g in grids:
+        children.setdefault(g.parent_code, []).append(g)
+    out = [g for g in grids if g.code == code]
+    frontier = [code]
+    while frontier:
+        kids = [k for c in frontier for k in children.get(c, ())]
+        out += kids
+        frontier = [k.code for k in kids]
+    return out
+
+
 @router.get("/map", response_class=HTMLResponse)
-def map_wall(rt: RuntimeDep, grid: Annotated[str | None, Query(pattern=r"^\d{9}(\d{3}){0,2}$")] = None) -> HTMLResponse:
+def map_wall(rt: RuntimeDep, grid: Annotated[str | None, Query(pattern=GRID_CODE)] = None) -> HTMLResponse:
     """The map wall: grids coloured by their worst open incident, incident markers (`?grid=` drills down)."""
-    grids = [g for g in rt.store.grids() if grid is None or g.code.startswith(grid)]
+    grids = subtree(rt.store.grids(), grid)
     if grid is not None and not grids:
         raise NotFoundProblem(f"grid {grid!r} not found in the current version")
     shown = [g for g in grids if g.level == 3 or (grid is None and g.level == 1)]
-    incidents = rt.store.incidents(IncidentQuery(states=tuple(OPEN_STATES), grid_prefix=grid, limit=2000))
+    incidents = rt.store.incidents(IncidentQuery(states=tuple(OPEN_STATES), grid=grid, limit=2000))
     now = rt.now()
     fmap = build_wall(
         collection([grid_feature(g) for g in shown]),

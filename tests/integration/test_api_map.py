@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 import pytest
+from shapely.geometry import box
 from fastapi.testclient import TestClient
 from shapely.geometry import Point
 
@@ -151,6 +152,17 @@ def test_drill_down_to_an_unknown_grid_is_404_problem(client: TestClient, grid: 
 
 
 def test_drill_down_to_a_malformed_grid_code_is_422_naming_grid(client: TestClient) -> None:
-    body = problem(client.get("/map", params={"grid": "4301"}), 422)
+    body = problem(client.get("/map", params={"grid": "4301 OR 1=1"}), 422)
 
     assert [e["field"] for e in body["errors"]] == ["grid"]
+
+
+def test_drill_down_and_incident_filter_follow_parent_codes_not_prefixes(client: TestClient, rt: Runtime) -> None:
+    """An imported grid with a foreign code is in its parent's subtree through parent_code."""
+    from api.routes.pages import subtree
+    from geo.model import Grid
+
+    grids = [Grid("D1", 1, "d", box(0, 0, 1, 1)), Grid("S-1", 2, "s", box(0, 0, 1, 1), "D1"),
+             Grid("U-17", 3, "u", box(0, 0, 1, 1), "S-1"), Grid("U-18", 3, "u", box(0, 0, 1, 1), "S-2")]
+    assert [g.code for g in subtree(grids, "D1")] == ["D1", "S-1", "U-17"]
+    assert subtree(grids, "nope") == []

@@ -308,7 +308,7 @@ def test_invalid_bbox_is_422_naming_bbox(sqlite_client: TestClient, bbox: str) -
     assert repr(bbox) in body["detail"]
 
 
-@pytest.mark.parametrize("params, field", [({"light": "blue"}, "light"), ({"grid": "4301"}, "grid"), ({"status": "open"}, "status.0")])
+@pytest.mark.parametrize("params, field", [({"light": "blue"}, "light"), ({"grid": "4301; DROP"}, "grid"), ({"status": "open"}, "status.0")])
 def test_invalid_incident_filters_are_422_naming_the_field(sqlite_client: TestClient, params: dict[str, str], field: str) -> None:
     body = problem(sqlite_client.get("/api/v1/incidents", params=params), 422)
 

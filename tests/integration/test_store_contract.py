@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import sqlite3
@@ -519,6 +520,8 @@ def test_incident_filters(store_backend: Store) -> None:
     assert ids(grid_prefix=L3A) == ["d", "a"]
     assert ids(grid_prefix="430102001001%") == []  # a wildcard is not a wildcard
     assert ids(grid_prefix="43999") == []
+    assert ids(grid=L1) == ["d", "c", "b", "a"] and ids(grid=L2A) == ["d", "b", "a"] and ids(grid=L3A) == ["d", "a"]
+    assert ids(grid="430102001001") == ["d", "b", "a"] and ids(grid="4301020") == []  # whole codes, not prefixes
     assert ids(bbox=(113.80, 27.60, 113.85, 27.65)) == ["d", "a"]
     assert ids(bbox=(113.849, 27.649, 113.849, 27.649)) == ["d"]  # edges are inside
     assert ids(bbox=(113.86, 27.60, 113.90, 27.70)) == ["b"]
@@ -526,6 +529,10 @@ def test_incident_filters(store_backend: Store) -> None:
     assert ids(since=T0 + 2 * minute) == ["d", "c"]
     assert ids(since=(T0 + 2 * minute).astimezone(UTC)) == ["d", "c"]
     assert ids(states=(IncidentState.REPORTED,), grid_prefix=L3A, bbox=(113.84, 27.64, 113.85, 27.65)) == ["d"]
+    foreign = dataclasses.replace(make_route(L3A), l1="D1", l2="S-1", l3="U-17")
+    with store_backend.unit_of_work() as uow:
+        uow.save_incidents([make_incident("e", created=T0 + 4 * minute, route=foreign)])
+    assert ids(grid="S-1") == ["e"] and ids(grid="D1") == ["e"] and ids(grid=L1) == ["d", "c", "b", "a"]
 
 
 # --- dead letters, outbox, positions ---------------------------------------------------------------------------

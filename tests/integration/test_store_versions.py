@@ -157,3 +157,16 @@ def test_a_draft_keeps_duplicate_codes_for_validation_to_report(seeded: Store) -
     dup = Grid(L3A, 3, "copy-pasted code", box(113.80, 27.65, 113.85, 27.70), L2A)
     draft = seeded.create_draft("dup", [*grids, dup], buildings, source=None, crs=None, actor="p", at=T1)
     assert sorted(g.name for g in seeded.grids(version=draft.id) if g.code == L3A) == ["Unit A1+A2", "copy-pasted code"]
+
+
+def test_publish_refuses_when_the_current_version_changed_meanwhile(seeded: Store) -> None:
+    old = seeded.current_version()
+    assert old is not None
+    grids, buildings = redraw()
+    a = seeded.create_draft("a", grids, buildings, source=None, crs=None, actor="p", at=T1)
+    b = seeded.create_draft("b", grids, buildings, source=None, crs=None, actor="p", at=T1)
+    with seeded.unit_of_work() as uow:
+        uow.publish_version(a.id, at=T1, actor="p", detail={}, expected_current=old.id)
+    with pytest.raises(VersionStateError, match="changed"), seeded.unit_of_work() as uow:
+        uow.publish_version(b.id, at=T1 + timedelta(seconds=1), actor="p", detail={}, expected_current=old.id)
+    assert seeded.current_version().id == a.id  # type: ignore[union-attr]

@@ -69,3 +69,7 @@ BEGIN
 END $$;
 CREATE TRIGGER grid_versions_published_stays BEFORE UPDATE OR DELETE ON grid_versions
     FOR EACH ROW WHEN (OLD.status = 'published') EXECUTE FUNCTION grid_version_published_stays();
+
+-- incidents of a grid at any level, by their route chain (codes need not follow the §6 prefix rule)
+CREATE INDEX incidents_l2_created ON incidents (l2, created_at);
+CREATE INDEX incidents_l1_created ON incidents (l1, created_at);

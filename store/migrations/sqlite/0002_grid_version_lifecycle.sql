@@ -97,3 +97,7 @@ WHEN OLD.status = 'published' AND (NEW.status <> 'published' OR NEW.label <> OLD
 BEGIN
     SELECT RAISE(ABORT, 'a published grid version is immutable (status, label)');
 END;
+
+-- incidents of a grid at any level, by their route chain (codes need not follow the §6 prefix rule)
+CREATE INDEX incidents_l2_created ON incidents (l2, created_at);
+CREATE INDEX incidents_l1_created ON incidents (l1, created_at);
