@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import RedirectResponse
 
+from api.bodylimit import BodyLimit
 from api.errors import add_exception_handlers
 from api.routes import grids, gridversions, incidents, locate, pages, registry
 from api.runtime import Runtime
@@ -46,6 +47,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *, with_inges
     app.include_router(api)
     app.include_router(pages.router)
     add_exception_handlers(app)
+
+    def body_limit(method: str, path: str) -> int:
+        if method == "POST" and path.rstrip("/") == "/api/v1/grid-versions":
+            return settings.max_upload_bytes
+        return settings.max_body_bytes
+
+    app.add_middleware(BodyLimit, limit_for=body_limit)
 
     @app.get("/", include_in_schema=False)
     def root() -> RedirectResponse:

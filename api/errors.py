@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from alerts.actions import IncidentNotFoundError
 from alerts.errors import IllegalTransitionError, UnknownActionError
 from api.planning import PlanningError, PublishRefusedError, VersionNotFoundError
-from geo.errors import GridFileError, OutsideDistrictError
+from geo.errors import GridFileError, GridSetError, OutsideDistrictError
 from store.errors import VersionStateError
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ STATUS = {
     PublishRefusedError: (409, "publish-refused", "Validation errors block publishing"),
     VersionStateError: (409, "version-state", "Grid version in the wrong state"),
     GridFileError: (422, "grid-file", "Unreadable grid file"),
+    GridSetError: (422, "grid-set", "Unusable set of grids"),
 }
 
 
@@ -52,7 +53,7 @@ def add_exception_handlers(app: FastAPI) -> None:
     """Register the handlers that turn errors into problem+json."""
 
     def domain_handler(request: Request, exc: Exception) -> JSONResponse:
-        status, type_, title = STATUS[type(exc)]
+        status, type_, title = next(STATUS[t] for t in type(exc).__mro__ if t in STATUS)
         extra = {}
         if isinstance(exc, IllegalTransitionError):
             extra = {"state": exc.state, "action": exc.action, "allowed": exc.allowed}

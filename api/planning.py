@@ -172,11 +172,19 @@ class Planning:
         buildings, unplaced = attribute_buildings(footprints, grids)
         at = self.now()
         version = self.store.create_draft(
-            label or default_label(path, at), grids, buildings, source=source or path.name,
-            crs=read.source_crs, actor=actor, at=at,
+            label or self._free_label(default_label(Path(source or path.name), at)), grids, buildings,
+            source=source or path.name, crs=read.source_crs, actor=actor, at=at,
         )
         report = self._validate(version.id, grids, footprints, progress)
         return ImportResult(version, report, read.feature_count, unplaced)
+
+    def _free_label(self, label: str) -> str:
+        taken = {v.label for v in self.store.grid_versions()}
+        n, free = 1, label
+        while free in taken:
+            n += 1
+            free = f"{label}-{n}"
+        return free
 
     def validate(self, version_id: int, *, progress: Progress | None = None) -> dict[str, Any]:
         """Validate a version's grids with the current buildings and devices; store and return the report."""

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     batch_wait_ms: float = 5.0
     max_payload_bytes: int = 64 * 1024
     outbox_retry_seconds: float = 5.0
+    max_body_bytes: int = Field(1024 * 1024, description="largest request body of any other route (413 above)")
     max_upload_bytes: int = Field(512 * 1024 * 1024, description="largest grid file accepted by POST /grid-versions")
     stage_drafts: bool = Field(True, description="pre-build the newest draft's index so that its publish swaps in at once")
     version_poll_seconds: float = Field(1.0, description="how often serve/ingest check for a newly published grid version")

@@ -15,6 +15,7 @@ from starlette.background import BackgroundTask
 from api.deps import RuntimeDep
 from api.errors import problem
 from api.planning import Planning, findings_geojson, version_dict
+from geo.errors import GridFileError
 
 router = APIRouter(tags=["grid versions"])
 SUFFIXES = (".geojson", ".json", ".gpkg", ".zip")
@@ -58,7 +59,10 @@ def upload_version(
                 if size > limit:
                     return problem(413, "too-large", "Upload too large", f"file {name!r} is over {limit} bytes (GRIDWATCH_MAX_UPLOAD_BYTES)")
                 out.write(chunk)
-        result = planning(rt).import_file(path, label=label, crs=crs, level=level, layer=layer, actor=actor, source=name)
+        try:
+            result = planning(rt).import_file(path, label=label, crs=crs, level=level, layer=layer, actor=actor, source=name)
+        except GridFileError as exc:  # name the user's file, not the server's temporary copy
+            raise GridFileError(str(exc).replace(str(path), name)) from None
     v = result.version
     report = result.validation
     return {
@@ -135,7 +139,11 @@ def export_version(
 ) -> FileResponse:
     """Download a version's grids as GeoPackage (one layer per level, for QGIS) or GeoJSON."""
     tmp = Path(tempfile.mkdtemp(prefix="gridwatch-export-"))
-    path = planning(rt).export(tmp / f"grids-v{version_id}.{format}", version_id=version_id)
+    try:
+        path = planning(rt).export(tmp / f"grids-v{version_id}.{format}", version_id=version_id)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     media = "application/geopackage+sqlite3" if format == "gpkg" else "application/geo+json"
     return FileResponse(path, media_type=media, filename=path.name,
                         background=BackgroundTask(shutil.rmtree, tmp, ignore_errors=True))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -24,6 +24,11 @@ def locate(
     """The route of a point: grid chain, building, responsible patroller(s)."""
     if at is not None and at.tzinfo is None:
         raise InvalidQueryProblem(f"at={at.isoformat()}: expected a time zone (e.g. +08:00 or Z)")
+    if at is not None:
+        try:
+            at.astimezone(UTC)
+        except OverflowError:
+            raise InvalidQueryProblem(f"at={at.isoformat()}: out of range") from None
     index, grid_by_code = rt.index, rt.grid_by_code
     if at is not None:
         version = rt.store.version_at(at)

@@ -69,8 +69,8 @@ def plan_page(
     current = rt.store.current_version()
     diff = whatif = None
     old_grids = []
-    base = current if current is not None and current.id != version_id else None
-    if base is None and version.status == "published":  # a published version: show it against its predecessor
+    base = current if version.status == "draft" else None
+    if version.status == "published":  # a published version: show it against its predecessor
         older = [v for v in rt.store.grid_versions() if v.status == "published" and v.valid_to is not None
                  and version.valid_from is not None and v.valid_to <= version.valid_from]
         base = max(older, key=lambda v: v.valid_to) if older else None  # type: ignore[arg-type,return-value]

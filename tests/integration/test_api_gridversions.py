@@ -214,3 +214,57 @@ def test_a_draft_that_cannot_be_indexed_is_not_staged(store_backend: Store, clie
         time.sleep(0.05)
     assert draft.id in other._unstageable and draft.id not in other._staged
     other.close()
+
+
+def test_uploads_are_labelled_from_their_file_and_errors_name_it(client: TestClient, rt: Runtime, tmp_path: Path,
+                                                                  redraw_file: tuple[Path, dict[str, Any]]) -> None:
+    path, _ = redraw_file
+    first = upload(client, path).json()["version"]
+    second = upload(client, path).json()["version"]  # same file, same second: still two drafts
+    assert first["label"].startswith("redraw-") and second["label"].startswith(first["label"])
+    assert second["label"] != first["label"]
+    (tmp_path / "streets.geojson").write_text('{"type": "FeatureCollection", "features": [{"type": "Feature",'
+                                              ' "properties": {"level": 1}, "geometry": null}]}')
+    detail = problem(upload(client, tmp_path / "streets.geojson"), 422)["detail"]
+    assert detail.startswith("streets.geojson") and "gridwatch-upload" not in detail
+
+
+def test_oversized_bodies_are_refused_while_they_arrive(client: TestClient, rt: Runtime) -> None:
+    rt.settings.max_body_bytes = 1000
+    body = problem(client.post("/api/v1/incidents/x/actions", content=b"{" + b" " * 5000 + b"}",
+                               headers={"content-type": "application/json"}), 413)
+    assert "1000 bytes" in body["detail"]
+
+    def chunks():  # no Content-Length: counted as it streams
+        for _ in range(10):
+            yield b" " * 500
+
+    problem(client.post("/api/v1/incidents/x/actions", content=chunks(), headers={"content-type": "application/json"}), 413)
+    assert client.post("/api/v1/incidents/x/actions", json={"action": "acknowledge"}).status_code == 404  # small: passes
+
+
+def test_locate_at_out_of_range_is_422(client: TestClient) -> None:
+    problem(client.get("/api/v1/locate", params={"lon": 113.85, "lat": 27.62, "at": "0001-01-01T00:00:00+08:00"}), 422)
+
+
+def test_incidents_routed_with_the_old_grids_during_the_swap_are_caught_up(
+    store_backend: Store, client: TestClient, rt: Runtime, clock: Clock, redraw_file: tuple[Path, dict[str, Any]]
+) -> None:
+    """A worker that has not swapped yet routes with the old grids; after its swap those incidents move."""
+    path, change = redraw_file
+    absorbed, into = change["merged"][1], change["into"]
+    lagging = make_runtime(store_backend, clock)
+    device = next(d for d in lagging.devices.values() if d.grid_code == absorbed and d.geometry.geom_type == "Point")
+    vid = upload(client, path).json()["version"]["id"]
+    clock.advance(minutes=1)
+    assert client.post(f"/api/v1/grid-versions/{vid}/publish", json={"policy": "keep"}).status_code == 200
+    clock.advance(seconds=1)
+    (iid,) = lagging.handle_messages([alarm_message(device.id, "during-swap", at=clock.now)]).incidents_created
+    stale = rt.store.incident(iid)
+    assert stale is not None and stale.route.l3 == absorbed and stale.route.grid_version != vid
+    assert lagging.check_version() and not lagging.check_version()  # swapped once, then nothing to do
+    moved = rt.store.incident(iid)
+    assert moved is not None and moved.route.l3 == into and moved.route.grid_version == vid
+    entry = rt.store.history(iid)[-1]
+    assert entry.action == "regrid" and entry.actor == "system:regrid"
+    lagging.close()
