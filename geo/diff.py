@@ -15,9 +15,9 @@ exact comparison and skip every overlay.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-import logging
 from typing import Any
 
 import numpy as np

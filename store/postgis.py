@@ -30,7 +30,6 @@ from store import codec
 from store.errors import ConflictError, StoreError
 from store.migrate import load_migrations, pending
 from store.ports import IncidentQuery, Position, StoredDeadLetter
-from store.postgis_versions import VERSION_SELECT, audit_in, PostgisVersions, insert_grid_rows, insert_version, publish_in, version_from_row
 from store.postgis_uow import (
     ALARM_SELECT,
     INCIDENT_SELECT,
@@ -38,6 +37,15 @@ from store.postgis_uow import (
     OutboxIds,
     PostgisUnitOfWork,
     create_staging_tables,
+)
+from store.postgis_versions import (
+    VERSION_SELECT,
+    PostgisVersions,
+    audit_in,
+    insert_grid_rows,
+    insert_version,
+    publish_in,
+    version_from_row,
 )
 
 logger = logging.getLogger(__name__)

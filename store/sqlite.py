@@ -26,7 +26,6 @@ from store import codec
 from store.errors import ConflictError, StoreError
 from store.migrate import load_migrations, pending, split_statements
 from store.ports import IncidentQuery, Position, StoredDeadLetter
-from store.sqlite_versions import VERSION_SELECT, audit_in, SqliteVersions, insert_grid_rows, insert_version, publish_in, version_from_row
 from store.sqlite_uow import (
     ALARM_SELECT,
     INCIDENT_SELECT,
@@ -36,6 +35,15 @@ from store.sqlite_uow import (
     incident_from_row,
     to_json,
     ts_text,
+)
+from store.sqlite_versions import (
+    VERSION_SELECT,
+    SqliteVersions,
+    audit_in,
+    insert_grid_rows,
+    insert_version,
+    publish_in,
+    version_from_row,
 )
 
 logger = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ from alerts.model import OPEN_STATES
 from alerts.views import incident_dict
 from api.deps import RuntimeDep
 from api.errors import NotFoundProblem
+from api.geojson import collection, grid_feature
 from api.routes.incidents import GRID_CODE
 from geo.model import Grid
-from api.geojson import collection, grid_feature
 from maps.wall import build_wall
 from store.ports import IncidentQuery
 

@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-
-from api.runtime import Runtime
 from shapely.geometry import LineString
 
+from api.runtime import Runtime
 from geo.edit import sample_redraw
 from geo.gridfile import write_grid_file
 from geo.model import Grid

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-
 import pytest
-from shapely.geometry import box
 from fastapi.testclient import TestClient
-from shapely.geometry import Point
+from shapely.geometry import Point, box
 
 from api.runtime import Runtime
 from maps.style import LIGHT_COLORS, NO_LIGHT_COLOR, QUIET_FILL

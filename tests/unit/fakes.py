@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Iterator
 
 from alerts.model import OPEN_STATES, HistoryEntry, Incident, Notification
 from ingest.model import Alarm, DeadLetter, PatrollerPosition
