@@ -102,6 +102,25 @@ class Incident:
     dispatched_at: datetime | None = None
     deadline: datetime | None = None
     note: str | None = None
+    # --- the command-center workflow (design §6): cross-cutting fields, not states -----------------
+    escalation_level: int = 3  # the command level that owns it: 3 community, 2 street, 1 district
+    supervised: bool = False  # 督办 issued
+    difficulty: str | None = None  # 五色: green / blue / yellow / orange / red
+    matter_track: str | None = None  # 三事分流: public / community / private
+    confidence: float = 1.0  # raised when alarms of several devices correlate
+    unit: str | None = None  # the handling unit, when dispatched to one instead of a patroller
+    stage: str | None = None  # the SLA stage whose clock runs: register / acknowledge / handle / check
+    stage_started_at: datetime | None = None
+    paused_at: datetime | None = None  # clock stopped (parked)
+    reminded_at: datetime | None = None  # last 催办
+    escalated_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    arrived_at: datetime | None = None
+    resolved_at: datetime | None = None
+    closed_at: datetime | None = None
+    self_handled: bool = False
+    light: str | None = None  # the light last published (the scheduler publishes changes)
+    details: dict[str, Any] = field(default_factory=dict)  # photos, reporter, Open311 fields, storm summary, devices
 
     @property
     def grid_code(self) -> str | None:

@@ -26,6 +26,14 @@ logger = logging.getLogger("bench.planning")
 
 
 def _rss_mb() -> int:
+    """Peak resident memory of this process's address space (VmHWM: unlike ru_maxrss, not inherited
+    from the parent across fork + exec), in MB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024)
+    except OSError:
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
@@ -61,17 +69,26 @@ def bench_import(url: str, n_l3: int, workdir: Path) -> dict[str, Any]:
     }
 
 
-def bench_import_isolated(url: str, n_l3: int, workdir: Path) -> dict[str, Any]:
-    """bench_import in a child process, so that its peak RSS is the import's own."""
+def _child(*args: str) -> dict[str, Any]:
     import json
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "bench.planning", "import", url, str(n_l3), str(workdir)],
+    done = subprocess.run([sys.executable, "-m", "bench.planning", *args],
                           capture_output=True, text=True, timeout=1800, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"import benchmark failed: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"planning benchmark {args[0]} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def bench_import_isolated(url: str, n_l3: int, workdir: Path) -> dict[str, Any]:
+    """bench_import in a child process, so that its peak RSS is the import's own."""
+    return _child("import", url, str(n_l3), str(workdir))
+
+
+def bench_validate_isolated(n_l3: int) -> dict[str, Any]:
+    """bench.validate.run in a child process (its peak RSS: tessellation + validation)."""
+    return _child("validate", str(n_l3))
 
 
 def _draft(store: Any, grids: list[Any], label: str) -> int:
@@ -169,6 +186,13 @@ if __name__ == "__main__":
 
     if sys.argv[1:2] == ["import"]:  # the child process of bench_import_isolated
         print(json.dumps(bench_import(sys.argv[2], int(sys.argv[3]), Path(sys.argv[4]))))
+        raise SystemExit(0)
+    if sys.argv[1:2] == ["validate"]:  # the child process of bench_validate_isolated
+        from bench import validate
+
+        result = validate.run(int(sys.argv[2]))
+        result["peak_rss_mb"] = _rss_mb()
+        print(json.dumps(result))
         raise SystemExit(0)
     logging.basicConfig(level=logging.INFO)
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000

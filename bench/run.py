@@ -290,10 +290,10 @@ def fresh_store(kind: str, cluster: Any, base: Path, label: str) -> Iterator[str
 
 def bench_planning(cluster: Any, base: Path, sizes: Sizes, stores: Sequence[str]) -> dict[str, Any]:
     """Validate, import and hot-swap sizes.plan_grids level-3 grids (bench/validate.py, bench/planning.py)."""
-    from bench import planning, validate
+    from bench import planning
 
     logger.info("planning: validate %d level-3 grids", sizes.plan_grids)
-    out: dict[str, Any] = {"validate": validate.run(sizes.plan_grids)}
+    out: dict[str, Any] = {"validate": planning.bench_validate_isolated(sizes.plan_grids)}
     for kind in stores:
         with fresh_store(kind, cluster, base, "plan_import") as url:
             logger.info("planning: import %d grids into %s", sizes.plan_grids, kind)
@@ -437,7 +437,7 @@ def target_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
     if plan:
         v = plan["validate"]
         rows.append((f"planners: validate {v['n_l3']:,} L3 grids ({v['n_grids']:,} with parents)",
-                     f"{v['seconds']} s ({v['findings']} findings, peak RSS {v['peak_rss_mb']} MB)",
+                     f"{v['seconds']} s ({v['findings']} findings, peak RSS {v['peak_rss_mb']} MB incl. building the grids)",
                      f"naive checks without a tree: ~{_fmt(v['baseline_extrapolated_seconds'])} s extrapolated"
                      f" from {v['subset_n_l3']:,} grids ({v['baseline_speedup']}× slower)",
                      f"≤ {T_VALIDATE_S:g} s", _met(v["seconds"] <= T_VALIDATE_S)))

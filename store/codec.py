@@ -50,7 +50,32 @@ INCIDENT_COLUMNS: tuple[str, ...] = (
     "note",
     "created_at",
     "updated_at",
+    *(
+        "escalation_level", "supervised", "difficulty", "matter_track", "confidence", "unit", "stage",
+        "stage_started_at", "paused_at", "reminded_at", "escalated_at", "acknowledged_at", "arrived_at",
+        "resolved_at", "closed_at", "self_handled", "light", "details",
+    ),
 )
+#: The workflow columns' datetimes (migration 0003), in INCIDENT_COLUMNS order.
+INCIDENT_WORKFLOW_TIMES = (
+    "stage_started_at", "paused_at", "reminded_at", "escalated_at", "acknowledged_at", "arrived_at",
+    "resolved_at", "closed_at",
+)
+
+
+def incident_workflow_row(i: Incident, ts: Callable[[datetime | None, str], Any], js: Callable[[Any], Any]) -> tuple[Any, ...]:
+    """The workflow columns' values of an incident (after `updated_at`, in INCIDENT_COLUMNS order).
+
+    `ts` writes an optional datetime the way the backend stores it, `js` a JSON value.
+    """
+    return (
+        i.escalation_level, bool(i.supervised), i.difficulty, i.matter_track, float(i.confidence), i.unit, i.stage,
+        ts(i.stage_started_at, "incident.stage_started_at"), ts(i.paused_at, "incident.paused_at"),
+        ts(i.reminded_at, "incident.reminded_at"), ts(i.escalated_at, "incident.escalated_at"),
+        ts(i.acknowledged_at, "incident.acknowledged_at"), ts(i.arrived_at, "incident.arrived_at"),
+        ts(i.resolved_at, "incident.resolved_at"), ts(i.closed_at, "incident.closed_at"),
+        bool(i.self_handled), i.light, js(i.details),
+    )
 
 #: Columns of `alarms` written by add_alarms, in order (`id` is generated).
 ALARM_COLUMNS: tuple[str, ...] = (
@@ -195,6 +220,7 @@ def incident_values(incident: Incident) -> dict[str, Any]:
             "note": incident.note,
             "created_at": to_utc(incident.created_at, "incident.created_at"),
             "updated_at": to_utc(incident.updated_at, "incident.updated_at"),
+            **dict(zip(INCIDENT_COLUMNS[22:], incident_workflow_row(incident, opt_utc, lambda d: d), strict=True)),
         }
     )
 
@@ -218,6 +244,17 @@ def incident_from_values(v: Mapping[str, Any]) -> Incident:
         dispatched_at=opt_utc(v["dispatched_at"]),
         deadline=opt_utc(v["deadline"]),
         note=v["note"],
+        escalation_level=v["escalation_level"],
+        supervised=bool(v["supervised"]),
+        difficulty=v["difficulty"],
+        matter_track=v["matter_track"],
+        confidence=v["confidence"],
+        unit=v["unit"],
+        stage=v["stage"],
+        self_handled=bool(v["self_handled"]),
+        light=v["light"],
+        details=v["details"] if isinstance(v["details"], dict) else json.loads(v["details"] or "{}"),
+        **{k: opt_utc(v[k]) for k in INCIDENT_WORKFLOW_TIMES},
     )
 
 

@@ -195,6 +195,12 @@ class Store(Protocol):
     def history(self, incident_id: str) -> list[HistoryEntry]:
         """An incident's audit log, oldest first."""
 
+    def history_for(self, incident_ids: Sequence[str]) -> dict[str, list[HistoryEntry]]:
+        """Audit logs of many incidents at once, oldest first per incident."""
+
+    def track(self, since: datetime, until: datetime, *, patroller_id: str | None = None) -> list[tuple[str, datetime, float, float]]:
+        """GPS fixes (patroller_id, ts, lon, lat) in [since, until), by patroller then time."""
+
     def alarms_of(self, incident_id: str) -> list[Alarm]:
         """The alarms joined into an incident, oldest first."""
 

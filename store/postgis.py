@@ -15,6 +15,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -317,6 +318,24 @@ class PostgisStore(PostgisVersions):
         """An incident's audit log, oldest first."""
         rows = self._query(f"{_HISTORY_SELECT} WHERE incident_id = %s ORDER BY at, id", (incident_id,))
         return [codec.history_from_values(r) for r in rows]
+
+    def history_for(self, incident_ids: Sequence[str]) -> dict[str, list[HistoryEntry]]:
+        """Audit logs of many incidents at once, oldest first per incident."""
+        out: dict[str, list[HistoryEntry]] = {i: [] for i in incident_ids}
+        if out:
+            rows = self._query(f"{_HISTORY_SELECT} WHERE incident_id = ANY(%s) ORDER BY incident_id, at, id", (list(out),))
+            for r in rows:
+                out[r["incident_id"]].append(codec.history_from_values({**r, "at": codec.to_utc(r["at"])}))
+        return out
+
+    def track(self, since: datetime, until: datetime, *, patroller_id: str | None = None) -> list[tuple[str, datetime, float, float]]:
+        """GPS fixes (patroller_id, ts, lon, lat) in [since, until), by patroller then time."""
+        rows = self._query(
+            "SELECT patroller_id, ts, lon, lat FROM patroller_track WHERE ts >= %(since)s AND ts < %(until)s"
+            " AND (%(p)s::text IS NULL OR patroller_id = %(p)s) ORDER BY patroller_id, ts",
+            {"since": codec.to_utc(since, "since"), "until": codec.to_utc(until, "until"), "p": patroller_id},
+        )
+        return [(r["patroller_id"], codec.to_utc(r["ts"]), r["lon"], r["lat"]) for r in rows]
 
     def alarms_of(self, incident_id: str) -> list[Alarm]:
         """The alarms joined into an incident, oldest first."""

@@ -65,7 +65,11 @@ _INCIDENT_STAGE = (
     b" severity integer, source text, device_id text, route jsonb, l1 text, l2 text, l3 text, building text,"
     b" lon double precision, lat double precision, alarm_count integer, first_alarm_at timestamptz,"
     b" last_alarm_at timestamptz, assignee text, dispatched_at timestamptz, deadline timestamptz, note text,"
-    b" created_at timestamptz, updated_at timestamptz) ON COMMIT DELETE ROWS"
+    b" created_at timestamptz, updated_at timestamptz, escalation_level integer, supervised boolean,"
+    b" difficulty text, matter_track text, confidence double precision, unit text, stage text,"
+    b" stage_started_at timestamptz, paused_at timestamptz, reminded_at timestamptz, escalated_at timestamptz,"
+    b" acknowledged_at timestamptz, arrived_at timestamptz, resolved_at timestamptz, closed_at timestamptz,"
+    b" self_handled boolean, light text, details jsonb) ON COMMIT DELETE ROWS"
 )
 _INCIDENT_COPY = f"COPY incident_stage (seq, {', '.join(codec.INCIDENT_COLUMNS)}) FROM STDIN"
 _INCIDENT_UPSERT = (
@@ -82,7 +86,7 @@ _ALARM_INSERT_ROW = (
 )
 _INCIDENT_UPSERT_ROW = (
     f"INSERT INTO incidents ({', '.join(codec.INCIDENT_COLUMNS)})"
-    f" VALUES ({', '.join('%s::jsonb' if c == 'route' else '%s' for c in codec.INCIDENT_COLUMNS)})"
+    f" VALUES ({', '.join('%s::jsonb' if c in ('route', 'details') else '%s' for c in codec.INCIDENT_COLUMNS)})"
     " ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in codec.INCIDENT_COLUMNS if c not in ("id", "created_at"))
 )
@@ -304,6 +308,7 @@ class PostgisUnitOfWork:
                 opt_utc(i.last_alarm_at, "incident.last_alarm_at"), text(i.assignee),
                 opt_utc(i.dispatched_at, "incident.dispatched_at"), opt_utc(i.deadline, "incident.deadline"),
                 text(i.note), to_utc(i.created_at, "incident.created_at"), to_utc(i.updated_at, "incident.updated_at"),
+                *codec.incident_workflow_row(i, opt_utc, js),
             ))  # fmt: skip
         if len(rows) < COPY_MIN_ROWS:  # queued; upserts in order, so the last copy wins
             self._defer()
@@ -412,5 +417,10 @@ class PostgisUnitOfWork:
                 " VALUES (%s, %s, %s, %s, %s, now())"
                 " ON CONFLICT (patroller_id) DO UPDATE SET ts = EXCLUDED.ts, lon = EXCLUDED.lon, lat = EXCLUDED.lat,"
                 " acc = EXCLUDED.acc, updated_at = EXCLUDED.updated_at WHERE EXCLUDED.ts > patroller_positions.ts",
+                [(p.patroller_id, codec.to_utc(p.ts, "position.ts"), p.lon, p.lat, p.acc) for p in positions],
+            )
+            cur.executemany(  # the track (evaluation: patrol coverage); a repeated fix is stored once
+                "INSERT INTO patroller_track (patroller_id, ts, lon, lat, acc) VALUES (%s, %s, %s, %s, %s)"
+                " ON CONFLICT DO NOTHING",
                 [(p.patroller_id, codec.to_utc(p.ts, "position.ts"), p.lon, p.lat, p.acc) for p in positions],
             )

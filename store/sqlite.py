@@ -14,6 +14,7 @@ import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -348,6 +349,28 @@ class SqliteStore(SqliteVersions):
         """An incident's audit log, oldest first."""
         rows = self._query(f"{_HISTORY_SELECT} WHERE incident_id = ? ORDER BY at, id", (incident_id,))
         return [codec.history_from_values({**dict(r), "at": from_ts_text(r["at"])}) for r in rows]
+
+    def history_for(self, incident_ids: Sequence[str]) -> dict[str, list[HistoryEntry]]:
+        """Audit logs of many incidents at once, oldest first per incident."""
+        out: dict[str, list[HistoryEntry]] = {i: [] for i in incident_ids}
+        ids = list(out)
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self._query(
+                f"{_HISTORY_SELECT} WHERE incident_id IN ({', '.join('?' * len(chunk))}) ORDER BY incident_id, at, id", chunk
+            )
+            for r in rows:
+                out[r["incident_id"]].append(codec.history_from_values({**dict(r), "at": from_ts_text(r["at"])}))
+        return out
+
+    def track(self, since: datetime, until: datetime, *, patroller_id: str | None = None) -> list[tuple[str, datetime, float, float]]:
+        """GPS fixes (patroller_id, ts, lon, lat) in [since, until), by patroller then time."""
+        rows = self._query(
+            "SELECT patroller_id, ts, lon, lat FROM patroller_track WHERE ts >= ? AND ts < ? AND (? IS NULL OR patroller_id = ?)"
+            " ORDER BY patroller_id, ts",
+            (ts_text(since, "since"), ts_text(until, "until"), patroller_id, patroller_id),
+        )
+        return [(r[0], from_ts_text(r[1]), r[2], r[3]) for r in rows]
 
     def alarms_of(self, incident_id: str) -> list[Alarm]:
         """The alarms joined into an incident, oldest first."""

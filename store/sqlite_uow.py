@@ -20,7 +20,8 @@ from store import codec
 INCIDENT_SELECT = f"SELECT {', '.join(codec.INCIDENT_COLUMNS)} FROM incidents"
 ALARM_SELECT = f"SELECT {', '.join(codec.ALARM_COLUMNS)} FROM alarms"
 OPEN_STATE_NAMES = sorted(str(s) for s in OPEN_STATES)
-INCIDENT_TIMES = ("first_alarm_at", "last_alarm_at", "dispatched_at", "deadline", "created_at", "updated_at")
+INCIDENT_TIMES = ("first_alarm_at", "last_alarm_at", "dispatched_at", "deadline", "created_at", "updated_at",
+                  *codec.INCIDENT_WORKFLOW_TIMES)
 
 
 def ts_text(value: datetime, field: str = "datetime") -> str:
@@ -140,6 +141,7 @@ class SqliteUnitOfWork:
                 opt_ts_text(i.last_alarm_at, "incident.last_alarm_at"), text(i.assignee),
                 opt_ts_text(i.dispatched_at, "incident.dispatched_at"), opt_ts_text(i.deadline, "incident.deadline"),
                 text(i.note), ts_text(i.created_at, "incident.created_at"), ts_text(i.updated_at, "incident.updated_at"),
+                *codec.incident_workflow_row(i, opt_ts_text, js),
             ))  # fmt: skip
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("id", "created_at"))
         self._conn.executemany(
@@ -196,6 +198,10 @@ class SqliteUnitOfWork:
             " ON CONFLICT (patroller_id) DO UPDATE SET ts = excluded.ts, lon = excluded.lon, lat = excluded.lat,"
             " acc = excluded.acc, updated_at = excluded.updated_at WHERE excluded.ts > patroller_positions.ts",
             [(p.patroller_id, ts_text(p.ts, "position.ts"), p.lon, p.lat, p.acc, now) for p in positions],
+        )
+        self._conn.executemany(  # the track (evaluation: patrol coverage); a repeated fix is stored once
+            "INSERT INTO patroller_track (patroller_id, ts, lon, lat, acc) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            [(p.patroller_id, ts_text(p.ts, "position.ts"), p.lon, p.lat, p.acc) for p in positions],
         )
 
 

@@ -756,3 +756,51 @@ def test_database_errors_become_store_errors(store_backend: Store) -> None:
     assert not isinstance(caught.value, ConflictError)
     assert caught.value.__cause__ is not None  # the driver's error stays attached for the log
     assert store_backend.incident("inc-1") is None
+
+
+def test_workflow_fields_round_trip(store_backend: Store) -> None:
+    """Every workflow field of an incident (migration 0003) is stored and read back, on both write paths."""
+    minute = timedelta(minutes=1)
+    full = dataclasses.replace(
+        make_incident("wf-1", state=IncidentState.ACKNOWLEDGED), escalation_level=2, supervised=True,
+        difficulty="yellow", matter_track="community", confidence=0.84, unit="water-works", stage="handle",
+        stage_started_at=T0 + minute, paused_at=T0 + 2 * minute, reminded_at=T0 + 3 * minute,
+        escalated_at=T0 + 4 * minute, acknowledged_at=T0 + 5 * minute, arrived_at=T0 + 6 * minute,
+        resolved_at=T0 + 7 * minute, closed_at=T0 + 8 * minute, self_handled=True, light="red",
+        details={"photos": [{"sha256": "ab", "bytes": 3}], "devices": ["fence-1", "thermal-1"], "名": "网格"},
+    )
+    many = [dataclasses.replace(full, id=f"wf-bulk-{k}") for k in range(70)]  # the COPY path on PostGIS
+    with store_backend.unit_of_work() as uow:
+        uow.save_incidents([full])
+        uow.save_incidents(many)
+    for incident_id in ("wf-1", "wf-bulk-69"):
+        got = store_backend.incident(incident_id)
+        assert got is not None
+        assert dataclasses.replace(got, id="x") == dataclasses.replace(full, id="x")
+    plain = store_backend.incident("wf-1")
+    assert plain is not None and plain.details["名"] == "网格"
+    with store_backend.unit_of_work() as uow:
+        uow.save_incidents([make_incident("wf-2")])
+    fresh = store_backend.incident("wf-2")
+    assert fresh is not None and (fresh.escalation_level, fresh.supervised, fresh.details, fresh.light) == (3, False, {}, None)
+
+
+def test_tracks_and_bulk_history(store_backend: Store) -> None:
+    second = timedelta(seconds=1)
+    fixes = [PatrollerPosition("p-1", T0 + k * second, 113.82 + k * 1e-5, 27.62, 5.0) for k in range(5)]
+    with store_backend.unit_of_work() as uow:
+        uow.set_positions(fixes[:3])
+        uow.set_positions(fixes[2:])  # a repeated fix is stored once
+        uow.set_positions([PatrollerPosition("p-2", T0, 113.9, 27.7, None)])
+    track = store_backend.track(T0, T0 + 4 * second)
+    assert [(p, ts) for p, ts, _, _ in track] == [("p-1", T0 + k * second) for k in range(4)] + [("p-2", T0)]
+    assert len(store_backend.track(T0, T0 + 10 * second, patroller_id="p-1")) == 5
+    with store_backend.unit_of_work() as uow:
+        uow.save_incidents([make_incident("h-1"), make_incident("h-2")])
+        uow.add_history([
+            HistoryEntry("h-1", T0, "report", None, IncidentState.REPORTED, "device:fence-1"),
+            HistoryEntry("h-2", T0, "report", None, IncidentState.REPORTED, "device:fence-1"),
+            HistoryEntry("h-1", T0 + second, "dispatch", IncidentState.REPORTED, IncidentState.DISPATCHED, "auto"),
+        ])
+    got = store_backend.history_for(["h-1", "h-2", "nope"])
+    assert [e.action for e in got["h-1"]] == ["report", "dispatch"] and len(got["h-2"]) == 1 and got["nope"] == []
