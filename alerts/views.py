@@ -38,6 +38,23 @@ def incident_dict(incident: Incident, now: datetime, *, event: str | None = None
         "updated_at": _iso(incident.updated_at),
         "note": incident.note,
         "route": incident.route.to_dict(),
+        "escalation_level": incident.escalation_level,
+        "supervised": incident.supervised,
+        "difficulty": incident.difficulty,
+        "matter_track": incident.matter_track,
+        "confidence": incident.confidence,
+        "unit": incident.unit,
+        "stage": incident.stage,
+        "stage_started_at": _iso(incident.stage_started_at),
+        "paused_at": _iso(incident.paused_at),
+        "reminded_at": _iso(incident.reminded_at),
+        "escalated_at": _iso(incident.escalated_at),
+        "acknowledged_at": _iso(incident.acknowledged_at),
+        "arrived_at": _iso(incident.arrived_at),
+        "resolved_at": _iso(incident.resolved_at),
+        "closed_at": _iso(incident.closed_at),
+        "self_handled": incident.self_handled,
+        "details": dict(incident.details),
     }
     if event is not None:
         out["event"] = event

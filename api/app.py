@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse
 
 from api.bodylimit import BodyLimit
 from api.errors import add_exception_handlers
-from api.routes import grids, gridversions, incidents, locate, pages, registry
+from api.routes import evaluation, grids, gridversions, incidents, locate, maintenance, pages, registry, reports
 from api.runtime import Runtime
 from api.settings import Settings
 
@@ -25,6 +25,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *, with_inges
         app.state.runtime = rt
         if own:
             rt.watch_versions()  # a published grid version reaches this process within version_poll_seconds
+            rt.run_sla()  # lights, reminders and escalation
         if own and with_ingest:
             rt.start_ingest()
         try:
@@ -42,7 +43,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *, with_inges
     if runtime is not None:
         app.state.runtime = runtime
     api = APIRouter(prefix="/api/v1")
-    for module in (locate, grids, gridversions, incidents, registry):
+    for module in (locate, grids, gridversions, incidents, reports, evaluation, maintenance, registry):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(pages.router)
@@ -51,6 +52,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *, with_inges
     def body_limit(method: str, path: str) -> int:
         if method == "POST" and path.rstrip("/") == "/api/v1/grid-versions":
             return settings.max_upload_bytes
+        if method == "POST" and path.rstrip("/") in ("/api/v1/reports", "/api/v1/open311/requests.json"):
+            return settings.max_photos * settings.max_photo_bytes + 1024 * 1024
         return settings.max_body_bytes
 
     app.add_middleware(BodyLimit, limit_for=body_limit)

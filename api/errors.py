@@ -11,6 +11,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from alerts.actions import IncidentNotFoundError
 from alerts.errors import IllegalTransitionError, UnknownActionError
+from alerts.roles import ForbiddenActionError, InvalidActorError
+from alerts.workflow import InvalidParamsError
 from api.planning import PlanningError, PublishRefusedError, VersionNotFoundError
 from geo.errors import GridFileError, GridSetError, OutsideDistrictError
 from store.errors import VersionStateError
@@ -35,6 +37,9 @@ STATUS = {
     IllegalTransitionError: (409, "illegal-transition", "Illegal transition"),
     UnknownActionError: (422, "unknown-action", "Unknown action"),
     VersionNotFoundError: (404, "not-found", "Not found"),
+    ForbiddenActionError: (403, "forbidden", "Not allowed for this actor"),
+    InvalidActorError: (422, "validation", "Invalid actor"),
+    InvalidParamsError: (422, "validation", "Invalid action parameters"),
     PlanningError: (422, "planning", "Cannot do this with grid versions"),
     PublishRefusedError: (409, "publish-refused", "Validation errors block publishing"),
     VersionStateError: (409, "version-state", "Grid version in the wrong state"),
@@ -57,6 +62,10 @@ def add_exception_handlers(app: FastAPI) -> None:
         extra = {}
         if isinstance(exc, IllegalTransitionError):
             extra = {"state": exc.state, "action": exc.action, "allowed": exc.allowed}
+        elif isinstance(exc, InvalidParamsError):
+            extra = {"errors": [{"field": f"params.{exc.field}" if exc.field else "params", "message": exc.message}]}
+        elif isinstance(exc, ForbiddenActionError):
+            extra = {"actor": str(exc.actor), "action": exc.action}
         elif isinstance(exc, PublishRefusedError):
             extra = {"errors": [{k: v for k, v in e.items() if k != "location"} for e in exc.errors]}
         return problem(status, type_, title, str(exc), instance=str(request.url.path), **extra)

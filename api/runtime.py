@@ -12,11 +12,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from alerts.intake import IncidentIntake, IntakeResult
-from alerts.model import OPEN_STATES
+from alerts.arrival import ArrivalTracker, GridPresence
+from alerts.correlate import CorrelationConfig
+from alerts.intake import IncidentIntake, IntakeResult, grid_topic
+from alerts.model import OPEN_STATES, Notification
 from alerts.outbox import OutboxRelay
 from alerts.regrid import regrid
 from alerts.routing import Router
+from alerts.views import incident_dict
 from api.settings import Settings
 from geo.index import GridIndex
 from geo.model import Grid, GridVersion
@@ -40,6 +43,9 @@ def merge(total: IntakeResult, part: IntakeResult) -> None:
     total.duplicates += part.duplicates
     total.dead_letters += part.dead_letters
     total.positions += part.positions
+    total.muted += part.muted
+    total.correlated += part.correlated
+    total.folded += part.folded
     total.incidents_created.extend(part.incidents_created)
     total.incidents_joined.extend(i for i in part.incidents_joined if i not in total.incidents_joined)
     total.notifications.extend(part.notifications)
@@ -66,11 +72,19 @@ class Runtime:
         self._watcher: threading.Thread | None = None
         self.reloads = 0
         self._watch_owned_by_ingest = False
+        self._sla_stop = threading.Event()
+        self._sla_thread: threading.Thread | None = None
+        from alerts import sla
+
+        self.sla_config = sla.load_sla_config(settings.sla_config) if settings.sla_config else sla.DEFAULT
         self._cache_lock = threading.Lock()
         self._reload_lock = threading.Lock()
         self._staged: dict[int, Future[tuple[GridIndex, list[Grid]]]] = {}
         self._unstageable: set[int] = set()
         self._stager = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grid-stage")
+        self._neighbours: dict[int, dict[str, tuple[str, ...]]] = {}
+        self.arrivals = ArrivalTracker()
+        self.presence = GridPresence()
         self._old_indexes: dict[int, tuple[GridIndex, dict[str, Grid]]] = {}
         self.reload()
 
@@ -124,14 +138,24 @@ class Runtime:
             if self.store.version_token() == index.version:
                 break
             logger.info("grid version changed while loading version %s; loading again", index.version)
-        router = Router(index, patrollers, self.settings.timezone)
+        router = Router(index, patrollers, self.settings.timezone, neighbours=self._neighbours.get(index.version))
+        if index.version not in self._neighbours:  # grid adjacency: seconds for 100k grids, so not on the swap path
+            self._stager.submit(self._compute_neighbours, index.version, grids, router)
+        st = self.settings
         intake = IncidentIntake(
             router,
             devices,
-            cooldown=timedelta(seconds=self.settings.cooldown_seconds),
-            auto_dispatch=self.settings.auto_dispatch,
+            cooldown=timedelta(seconds=st.cooldown_seconds),
+            auto_dispatch=st.auto_dispatch,
+            config=CorrelationConfig(
+                cooldown=timedelta(seconds=st.cooldown_seconds), radius_m=st.correlation_radius_m,
+                window_s=st.correlation_window_s, storm_window_s=st.storm_window_s,
+                storm_max_incidents=st.storm_max_incidents or None, storm_notify_interval_s=st.storm_notify_interval_s,
+            ),
+            sla_config=self.sla_config,
         )
         intake.remember_positions(positions)
+        intake.set_maintenance([w.window for w in self.store.maintenance_windows(active_from=self.now())])
         with self._swap:
             old = getattr(self, "intake", None)
             previous = self.index.version if old is not None else None
@@ -205,6 +229,7 @@ class Runtime:
             while not self._watch_stop.wait(every):
                 try:
                     self.check_version()
+                    self.refresh_maintenance()
                     if self.settings.stage_drafts:
                         self.stage_newest_draft()
                 except Exception:  # noqa: BLE001 - a store hiccup must not end the watch
@@ -212,6 +237,124 @@ class Runtime:
 
         self._watcher = threading.Thread(target=loop, name="grid-version-watch", daemon=True)
         self._watcher.start()
+
+    def _compute_neighbours(self, version: int, grids: list[Grid], router: Router) -> None:
+        from geo.adjacency import grid_neighbours
+
+        try:
+            found = grid_neighbours(grids)
+        except Exception:  # noqa: BLE001 - routing works without the neighbour step
+            logger.warning("grid adjacency of version %s failed; no neighbour routing", version, exc_info=True)
+            return
+        self._neighbours = {version: found}
+        router.neighbours = found
+
+    # --- patroller geofences (design §6b) --------------------------------------------------------
+    def track_positions(self, positions: Sequence[PatrollerPosition]) -> int:
+        """Arrivals at assigned incidents (dwell + hysteresis) and grid exit/enter events; returns arrivals.
+
+        Runs after the batch that stored the positions committed; each arrival is its own transaction.
+        """
+        if not positions:
+            return 0
+        from alerts import workflow
+        from alerts.model import IncidentState as S
+
+        notes: list[Notification] = []
+        for p in sorted(positions, key=lambda p: p.ts):
+            hit = self.index.locate(p.lon, p.lat)
+            for event, code in self.presence.update(p.patroller_id, hit.l3 if hit else None, p.ts):
+                notes.append(Notification(f"gridwatch/grids/{code}/patrollers",
+                                          {"event": event, "patroller_id": p.patroller_id, "grid": code, "ts": p.ts.isoformat()}))
+        ids = tuple(sorted({p.patroller_id for p in positions}))
+        open_assigned = self.store.incidents(IncidentQuery(states=(S.DISPATCHED, S.ACKNOWLEDGED), assignees=ids, limit=10_000))
+        by_patroller: dict[str, list[Any]] = {}
+        for incident in open_assigned:
+            by_patroller.setdefault(incident.assignee or "", []).append(incident)
+        arrived = 0
+        for p in sorted(positions, key=lambda p: p.ts):
+            for a in self.arrivals.observe_arrivals(p.patroller_id, p.lon, p.lat, p.ts, p.acc, by_patroller.get(p.patroller_id, [])):
+                with self.store.unit_of_work() as uow:
+                    incident = uow.get_incident(a.incident_id, for_update=True)
+                    if incident is None or incident.arrived_at is not None or incident.assignee != a.patroller_id:
+                        continue
+                    rows = []
+                    if incident.state is S.DISPATCHED:
+                        rows.append(workflow.apply(incident, "acknowledge", actor="system:geofence", at=a.confirmed_at))
+                    if incident.state is not S.ACKNOWLEDGED:
+                        continue
+                    rows.append(workflow.apply(incident, "arrive", actor="system:geofence", at=a.confirmed_at,
+                                               note=f"inside {self.arrivals.radius_m:g} m since {a.entered_at.isoformat()}"))
+                    incident.arrived_at = a.entered_at
+                    uow.save_incidents([incident])
+                    uow.add_history(rows)
+                    body = incident_dict(incident, self.now(), event="arrive")
+                    uow.add_notifications([Notification(grid_topic(incident.route.l3), body)] if incident.route.l3 else [])
+                arrived += 1
+        if notes:
+            with self.store.unit_of_work() as uow:
+                uow.add_notifications(notes)
+        return arrived
+
+    def refresh_maintenance(self) -> None:
+        """Hand the maintenance windows that are not over to the intake (called on reload and by the watch)."""
+        windows = [w.window for w in self.store.maintenance_windows(active_from=self.now())]
+        self.intake.set_maintenance(windows)
+
+    # --- SLA clocks: lights, reminders, escalation (design §6) ----------------------------------
+    def sla_sweep(self) -> int:
+        """Recompute lights of open incidents; remind on red, escalate and supervise when red lasts.
+
+        Each change is re-checked and written in its own transaction on the locked row, so several
+        processes sweeping at once neither duplicate a reminder nor lose an update. Returns how many
+        incidents changed.
+        """
+        from alerts.escalation import sweep
+
+        now = self.now()
+        candidates = self.store.incidents(IncidentQuery(states=tuple(OPEN_STATES), limit=100_000))
+        changed = 0
+        for effect in sweep(candidates, now, self.sla_config):
+            if not effect.changed:
+                continue
+            with self.store.unit_of_work() as uow:
+                current = uow.get_incident(effect.incident.id, for_update=True)
+                if current is None:
+                    continue
+                (fresh,) = sweep([current], now, self.sla_config) or (None,)
+                if fresh is None or not fresh.changed:
+                    continue
+                uow.save_incidents([fresh.incident])
+                uow.add_history(fresh.history)
+                ids = uow.add_notifications(fresh.notifications)
+            changed += 1
+            if self.worker is not None and ids:
+                self.outbox.submit(list(zip(ids, fresh.notifications, strict=True)))
+        return changed
+
+    def run_sla(self, interval: float | None = None) -> None:
+        """Sweep SLA clocks in a thread every `interval` seconds (Settings.sla_sweep_seconds)."""
+        if self._sla_thread is not None:
+            return
+        every = self.settings.sla_sweep_seconds if interval is None else interval
+        self._sla_stop.clear()
+
+        def loop() -> None:
+            while not self._sla_stop.wait(every):
+                try:
+                    self.sla_sweep()
+                except Exception:  # noqa: BLE001 - a store hiccup must not end the clocks
+                    logger.warning("SLA sweep failed; trying again in %.1f s", every, exc_info=True)
+
+        self._sla_thread = threading.Thread(target=loop, name="sla-sweep", daemon=True)
+        self._sla_thread.start()
+
+    def stop_sla(self) -> None:
+        """Stop the SLA sweep thread."""
+        self._sla_stop.set()
+        if self._sla_thread is not None:
+            self._sla_thread.join(timeout=10)
+        self._sla_thread = None
 
     def stage_newest_draft(self) -> int | None:
         """Start building the newest draft's index in the background, so that publishing it swaps at once.
@@ -270,6 +413,11 @@ class Runtime:
             result = IntakeResult()
             for msg, out in zip(messages, outs, strict=True):
                 merge(result, self._commit_isolated(msg, out))
+        if result.positions:
+            try:
+                self.track_positions([o for o in outs if isinstance(o, PatrollerPosition)])
+            except Exception:  # noqa: BLE001 - the positions are stored; geofence events are best effort
+                logger.warning("geofence tracking of a batch failed", exc_info=True)
         if result.notifications:
             if self.worker is not None:  # committed: publish at once, on this thread (the relay marks them delivered)
                 self.outbox.publish_now(result.notifications)
@@ -343,6 +491,7 @@ class Runtime:
         self.outbox.sweep()
         self._watch_owned_by_ingest = self._watcher is None
         self.watch_versions()
+        self.run_sla()
 
     def _publish(self, topic: str, payload: bytes) -> None:
         if self.worker is None:
@@ -368,9 +517,11 @@ class Runtime:
         if self._watch_owned_by_ingest:
             self.stop_watching()
             self._watch_owned_by_ingest = False
+        self.stop_sla()
 
     def close(self) -> None:
-        """Stop ingest and the version watch, and close the store."""
+        """Stop ingest, the SLA clocks and the version watch, and close the store."""
+        self.stop_sla()
         self.stop_watching()
         self._stager.shutdown(wait=False, cancel_futures=True)
         self.stop_ingest()

@@ -25,13 +25,24 @@ class Settings(BaseSettings):
     timezone: str = "Asia/Shanghai"
     cooldown_seconds: float = Field(600, description="repeats of (device, type) within this join the open incident")
     auto_dispatch: bool = True
+    correlation_radius_m: float = Field(50.0, description="alarms of other devices this close (and recent) join one incident; 0: off")
+    correlation_window_s: float = Field(60.0, description="… within this many seconds of the incident's last alarm")
+    storm_window_s: float = Field(60.0, description="storm control: the window over which a grid's new incidents are counted")
+    storm_max_incidents: int = Field(3, description="more new incidents than this in one level-3 grid per window fold into a storm incident; 0: off")
+    storm_notify_interval_s: float = Field(30.0, description="a storm incident notifies each recipient at most this often")
     batch_size: int = Field(5000, description="largest ingest batch under load (one commit, one ack write); the wait bounds it when idle")
     batch_wait_ms: float = 5.0
     max_payload_bytes: int = 64 * 1024
     outbox_retry_seconds: float = 5.0
+    data_dir: str = Field("var", description="where uploaded files live: <data_dir>/photos/<incident_id>/<sha256>.<ext>")
+    max_photo_bytes: int = Field(5 * 1024 * 1024, description="largest photo accepted per file (413 above)")
+    max_photos: int = Field(5, description="most photos per report")
+    evaluation_config: str | None = Field(None, description="YAML of evaluation weights/grades/limits (default: alerts/evaluation_defaults.yaml)")
     max_body_bytes: int = Field(1024 * 1024, description="largest request body of any other route (413 above)")
     max_upload_bytes: int = Field(512 * 1024 * 1024, description="largest grid file accepted by POST /grid-versions")
     stage_drafts: bool = Field(True, description="pre-build the newest draft's index so that its publish swaps in at once")
+    sla_config: str | None = Field(None, description="YAML file of SLA limits and calendars (default: alerts/sla_defaults.yaml)")
+    sla_sweep_seconds: float = Field(5.0, description="how often lights are recomputed, reminders sent and incidents escalated")
     version_poll_seconds: float = Field(1.0, description="how often serve/ingest check for a newly published grid version")
 
     def check_secret(self) -> None:

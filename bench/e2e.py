@@ -517,7 +517,7 @@ def run_latency(store_url: str, broker_url: str, district: District, *, rate: fl
     n = max(1, int(rate * seconds))
     messages = latency_messages(district, n, on_duty_for=seconds + 120, seed=seed)
     keys = _keys_of(messages)
-    runtime = _open_runtime(store_url, broker_url, district, {"cooldown_seconds": 0, **(settings_kw or {})})
+    runtime = _open_runtime(store_url, broker_url, district, {"cooldown_seconds": 0, "correlation_radius_m": 0, "storm_max_incidents": 0, **(settings_kw or {})})
     progress = _Progress(n)
     _instrument(runtime, progress)
     pub = sub = None

@@ -7,9 +7,10 @@ Codes (design §6): level 1 = 9 digits (6-digit county + 3-digit street), level 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time
-from typing import Literal
+from datetime import date, datetime, time, timedelta
+from typing import Any, Literal
 
 from shapely.geometry import Point
 from shapely.geometry.base import BaseGeometry
@@ -118,10 +119,80 @@ class Shift:
             (day - 1) % 7 in self.weekdays and t < self.end
         )
 
+    def started_on(self, local: datetime) -> date | None:
+        """The local date on which the occurrence of this shift covering `local` started (None: off)."""
+        t = local.time()
+        day = local.weekday()
+        if self.start < self.end:
+            return local.date() if day in self.weekdays and self.start <= t < self.end else None
+        # overnight: the evening part belongs to `day`, the morning part to the day before
+        if day in self.weekdays and t >= self.start:
+            return local.date()
+        if (day - 1) % 7 in self.weekdays and t < self.end:
+            return local.date() - timedelta(days=1)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RosterException:
+    """A dated change to a patroller's weekly roster (local dates and times).
+
+    `on=False`: off for the day — every weekly shift that *starts* on `day` is cancelled (an
+    overnight shift that started the evening before still runs into the morning of `day`).
+    `on=True`: a special shift on duty from `start` on `day` to `end` (`end <= start`: it runs past
+    midnight into the next day; `end == start`: 24 hours). Both may be given for one day: the
+    weekly shifts of that day are replaced by the special one.
+    """
+
+    day: date
+    on: bool
+    start: time | None = None
+    end: time | None = None
+
+    def __post_init__(self) -> None:
+        if self.on and (self.start is None or self.end is None):
+            raise ValueError(f"roster exception {self.day}: an on-duty exception needs start and end")
+        if not self.on and (self.start is not None or self.end is not None):
+            raise ValueError(f"roster exception {self.day}: an off-duty exception is for the whole day (no times)")
+
+    def covers(self, local: datetime) -> bool:
+        """Tell whether this on-duty exception's special shift covers local time `local`."""
+        if not self.on or self.start is None or self.end is None:
+            return False
+        t, d = local.time(), local.date()
+        if self.start < self.end:
+            return d == self.day and self.start <= t < self.end
+        return (d == self.day and t >= self.start) or (d == self.day + timedelta(days=1) and t < self.end)
+
+    def to_dict(self) -> dict[str, str | bool | None]:
+        """JSON-ready form (ISO date and HH:MM[:SS] times)."""
+        return {
+            "day": self.day.isoformat(),
+            "on": self.on,
+            "start": None if self.start is None else self.start.isoformat(),
+            "end": None if self.end is None else self.end.isoformat(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RosterException:
+        """Inverse of to_dict."""
+        start, end = d.get("start"), d.get("end")
+        return cls(
+            date.fromisoformat(d["day"]),
+            bool(d["on"]),
+            None if start is None else time.fromisoformat(start),
+            None if end is None else time.fromisoformat(end),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Patroller:
-    """A person with a phone (平安员), assigned to level-3 grids and on duty by roster shifts."""
+    """A person with a phone (平安员), assigned to level-3 grids and on duty by roster shifts.
+
+    `exceptions` are dated changes to the weekly `shifts` (see RosterException);
+    `backup_grid_codes` are level-3 grids the patroller covers as a backup (routed to only when
+    nobody assigned to the grid is on duty).
+    """
 
     id: str
     name: str
@@ -129,10 +200,19 @@ class Patroller:
     grid_codes: tuple[str, ...]
     shifts: tuple[Shift, ...] = ()
     home: tuple[float, float] | None = None  # (lon, lat) where the simulator starts their track
+    exceptions: tuple[RosterException, ...] = ()
+    backup_grid_codes: tuple[str, ...] = ()
 
     def on_duty(self, local: datetime) -> bool:
-        """Tell whether the patroller is rostered at local time `local`."""
-        return any(s.covers(local) for s in self.shifts)
+        """Tell whether the patroller is rostered at local time `local` (exceptions applied)."""
+        if not self.exceptions:
+            return any(s.covers(local) for s in self.shifts)
+        off = {e.day for e in self.exceptions if not e.on}
+        for s in self.shifts:
+            started = s.started_on(local)
+            if started is not None and started not in off:
+                return True
+        return any(e.covers(local) for e in self.exceptions)
 
 
 @dataclass(frozen=True, slots=True)

@@ -408,3 +408,29 @@ def version_from_values(v: Mapping[str, Any], parse: Callable[[Any], datetime | 
         status=v["status"], valid_from=times["valid_from"], valid_to=times["valid_to"], source=v["source"],
         crs=v["crs"], created_by=v["created_by"], published_at=times["published_at"], published_by=v["published_by"],
     )
+
+
+def near_bbox(points: Sequence[tuple[float, float]], radius_m: float) -> tuple[float, float, float, float]:
+    """The lon/lat box holding every point grown by `radius_m` (a prefilter for `within_radius`)."""
+    lons = [p[0] for p in points]
+    lats = [p[1] for p in points]
+    dlat = radius_m / 111_195.0
+    dlon = radius_m / (111_195.0 * max(math.cos(math.radians(max(abs(min(lats)), abs(max(lats))))), 1e-6))
+    return min(lons) - dlon, min(lats) - dlat, max(lons) + dlon, max(lats) + dlat
+
+
+def within_radius(incidents: Sequence[Incident], points: Sequence[tuple[float, float]], radius_m: float) -> list[Incident]:
+    """The incidents whose route point is within `radius_m` metres (haversine) of any of the points."""
+    if not incidents or not points:
+        return []
+    import numpy as np
+
+    r = 6_371_008.8
+    ilon = np.radians([i.route.lon for i in incidents])[:, None]
+    ilat = np.radians([i.route.lat for i in incidents])[:, None]
+    plon = np.radians([p[0] for p in points])[None, :]
+    plat = np.radians([p[1] for p in points])[None, :]
+    a = np.sin((plat - ilat) / 2) ** 2 + np.cos(ilat) * np.cos(plat) * np.sin((plon - ilon) / 2) ** 2
+    d = 2 * r * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
+    near = (d <= radius_m).any(axis=1)
+    return [i for i, ok in zip(incidents, near.tolist(), strict=True) if ok]

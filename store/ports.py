@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from alerts.maintenance import MaintenanceWindow
 from alerts.model import HistoryEntry, Incident, IncidentState, Notification
 from geo.model import Building, Device, District, Grid, GridVersion, Patroller
 from ingest.model import Alarm, DeadLetter, PatrollerPosition
@@ -44,9 +45,19 @@ class IncidentQuery:
     states: tuple[IncidentState, ...] = ()
     grid_prefix: str | None = None  # a grid code at any level: the incident's L3 code starts with it
     grid: str | None = None  # a grid code at any level: the incident's route chain (l1, l2, l3) holds it
+    assignees: tuple[str, ...] = ()  # assigned to one of these patrollers
     bbox: tuple[float, float, float, float] | None = None
     since: datetime | None = None
     limit: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class StoredWindow:
+    """A maintenance window as stored, with its id and who created it."""
+
+    id: int
+    window: MaintenanceWindow
+    created_by: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +89,16 @@ class UnitOfWork(Protocol):
 
     def open_incidents_for(self, keys: Iterable[tuple[str, str]], since: datetime) -> dict[tuple[str, str], Incident]:
         """Return the newest open incident per (device_id, type) whose last alarm is at or after `since`."""
+
+    def open_incidents_near(self, points: Sequence[tuple[float, float]], radius_m: float, since: datetime) -> list[Incident]:
+        """Open incidents, storms excluded, whose route point lies within `radius_m` metres of any of the
+        (lon, lat) `points` and whose last alarm is at or after `since`; each once (correlation)."""
+
+    def recent_incident_counts(self, grids: Sequence[str], since: datetime) -> dict[str, int]:
+        """Per level-3 grid code: device incidents (storms excluded) created at or after `since` (storm control)."""
+
+    def open_storm_incidents(self, grids: Sequence[str]) -> dict[str, Incident]:
+        """Per level-3 grid code: its newest open storm incident."""
 
     def get_incident(self, incident_id: str, *, for_update: bool = False) -> Incident | None:
         """Return one incident (locking its row when `for_update`)."""
@@ -194,6 +215,16 @@ class Store(Protocol):
 
     def history(self, incident_id: str) -> list[HistoryEntry]:
         """An incident's audit log, oldest first."""
+
+    # --- maintenance windows -------------------------------------------------------------------
+    def add_maintenance_window(self, window: MaintenanceWindow, *, actor: str) -> int:
+        """Store a maintenance window; return its id."""
+
+    def maintenance_windows(self, *, active_from: datetime | None = None) -> list[StoredWindow]:
+        """Windows that end after `active_from` (all when None), by start."""
+
+    def end_maintenance_window(self, window_id: int, at: datetime) -> bool:
+        """End a window early (at `at`); False if there is no such window."""
 
     def history_for(self, incident_ids: Sequence[str]) -> dict[str, list[HistoryEntry]]:
         """Audit logs of many incidents at once, oldest first per incident."""

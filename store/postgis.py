@@ -25,12 +25,13 @@ from psycopg_pool import ConnectionPool
 from shapely.geometry import Point
 
 from alerts.model import HistoryEntry, Incident, Notification
-from geo.model import Building, Device, District, Grid, GridVersion, Patroller
+from geo.model import Building, Device, District, Grid, GridVersion, Patroller, RosterException
 from ingest.model import Alarm, DeadLetter
 from store import codec
 from store.errors import ConflictError, StoreError
 from store.migrate import load_migrations, pending
-from store.ports import IncidentQuery, Position, StoredDeadLetter
+from alerts.maintenance import MaintenanceWindow
+from store.ports import IncidentQuery, Position, StoredDeadLetter, StoredWindow
 from store.postgis_uow import (
     ALARM_SELECT,
     INCIDENT_SELECT,
@@ -261,8 +262,8 @@ class PostgisStore(PostgisVersions):
     def patrollers(self) -> list[Patroller]:
         """Patrollers with assignments and shifts, ordered by id."""
         rows = self._query(
-            "SELECT id, name, phone, grid_codes, shifts, ST_X(home) AS home_lon, ST_Y(home) AS home_lat"
-            " FROM patrollers ORDER BY id"
+            "SELECT id, name, phone, grid_codes, shifts, ST_X(home) AS home_lon, ST_Y(home) AS home_lat,"
+            " backup_grid_codes, roster_exceptions FROM patrollers ORDER BY id"
         )
         return [
             Patroller(
@@ -272,6 +273,8 @@ class PostgisStore(PostgisVersions):
                 grid_codes=tuple(r["grid_codes"]),
                 shifts=codec.shifts_from_json(r["shifts"]),
                 home=None if r["home_lon"] is None else (r["home_lon"], r["home_lat"]),
+                exceptions=tuple(RosterException.from_dict(e) for e in r["roster_exceptions"]),
+                backup_grid_codes=tuple(r["backup_grid_codes"]),
             )
             for r in rows
         ]
@@ -295,6 +298,9 @@ class PostgisStore(PostgisVersions):
         if query.grid_prefix is not None:
             clauses.append("l3 LIKE %s")
             params.append(_like_prefix(query.grid_prefix))
+        if query.assignees:
+            clauses.append("assignee = ANY(%s)")
+            params.append(list(query.assignees))
         if query.grid is not None:
             clauses.append("(l3 = %s OR l2 = %s OR l1 = %s)")
             params.extend((query.grid, query.grid, query.grid))
@@ -318,6 +324,38 @@ class PostgisStore(PostgisVersions):
         """An incident's audit log, oldest first."""
         rows = self._query(f"{_HISTORY_SELECT} WHERE incident_id = %s ORDER BY at, id", (incident_id,))
         return [codec.history_from_values(r) for r in rows]
+
+    # --- maintenance windows -------------------------------------------------------------------
+    def add_maintenance_window(self, window: MaintenanceWindow, *, actor: str) -> int:
+        """Store a maintenance window; return its id."""
+        rows = self._query(
+            "INSERT INTO maintenance_windows (grid_code, building, starts_at, ends_at, reason, created_by)"
+            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            (window.grid_code, window.building, codec.to_utc(window.starts_at, "starts_at"),
+             codec.to_utc(window.ends_at, "ends_at"), window.reason, actor),
+        )
+        return int(rows[0]["id"])
+
+    def maintenance_windows(self, *, active_from: datetime | None = None) -> list[StoredWindow]:
+        """Windows that end after `active_from` (all when None), by start."""
+        rows = self._query(
+            "SELECT id, grid_code, building, starts_at, ends_at, reason, created_by FROM maintenance_windows"
+            " WHERE %(at)s::timestamptz IS NULL OR ends_at > %(at)s ORDER BY starts_at, id",
+            {"at": None if active_from is None else codec.to_utc(active_from, "active_from")},
+        )
+        return [StoredWindow(r["id"], MaintenanceWindow(r["grid_code"], r["building"], codec.to_utc(r["starts_at"]),
+                                                        codec.to_utc(r["ends_at"]), r["reason"]), r["created_by"]) for r in rows]
+
+    def end_maintenance_window(self, window_id: int, at: datetime) -> bool:
+        """End a window early at `at` (one that has not started yet is removed); False if none is running."""
+        params = {"at": codec.to_utc(at, "at"), "id": window_id}
+        with self._connection() as conn:
+            row = conn.execute("UPDATE maintenance_windows SET ends_at = %(at)s WHERE id = %(id)s AND starts_at < %(at)s"
+                               " AND ends_at > %(at)s RETURNING id", params).fetchone()
+            if row is None:
+                row = conn.execute("DELETE FROM maintenance_windows WHERE id = %(id)s AND starts_at >= %(at)s RETURNING id",
+                                   params).fetchone()
+        return row is not None
 
     def history_for(self, incident_ids: Sequence[str]) -> dict[str, list[HistoryEntry]]:
         """Audit logs of many incidents at once, oldest first per incident."""
@@ -419,18 +457,23 @@ def _upsert_patrollers(cur: psycopg.Cursor[dict[str, Any]], patrollers: Sequence
     """COPY patrollers into a staging table, then upsert them by id (the last copy of an id wins)."""
     cur.execute(
         b"CREATE TEMP TABLE IF NOT EXISTS patroller_stage (seq integer NOT NULL, id text, name text, phone text,"
-        b" grid_codes text[], shifts jsonb, home geometry) ON COMMIT DELETE ROWS; TRUNCATE patroller_stage"
+        b" grid_codes text[], shifts jsonb, home geometry, backup_grid_codes text[], roster_exceptions jsonb)"
+        b" ON COMMIT DELETE ROWS; TRUNCATE patroller_stage"
     )
-    with cur.copy("COPY patroller_stage (seq, id, name, phone, grid_codes, shifts, home) FROM STDIN") as copy:
+    with cur.copy("COPY patroller_stage (seq, id, name, phone, grid_codes, shifts, home, backup_grid_codes,"
+                  " roster_exceptions) FROM STDIN") as copy:
         for seq, p in enumerate(patrollers):
             home = None if p.home is None else codec.to_ewkb_hex(Point(p.home))
             shifts = json.dumps(codec.shifts_to_json(p.shifts))
-            copy.write_row((seq, p.id, p.name, p.phone, list(p.grid_codes), shifts, home))
+            exceptions = json.dumps([e.to_dict() for e in p.exceptions])
+            copy.write_row((seq, p.id, p.name, p.phone, list(p.grid_codes), shifts, home, list(p.backup_grid_codes), exceptions))
     cur.execute(
-        "INSERT INTO patrollers (id, name, phone, grid_codes, shifts, home)"
-        " SELECT DISTINCT ON (id) id, name, phone, grid_codes, shifts, home FROM patroller_stage ORDER BY id, seq DESC"
+        "INSERT INTO patrollers (id, name, phone, grid_codes, shifts, home, backup_grid_codes, roster_exceptions)"
+        " SELECT DISTINCT ON (id) id, name, phone, grid_codes, shifts, home, backup_grid_codes, roster_exceptions"
+        " FROM patroller_stage ORDER BY id, seq DESC"
         " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, phone = EXCLUDED.phone,"
-        " grid_codes = EXCLUDED.grid_codes, shifts = EXCLUDED.shifts, home = EXCLUDED.home"
+        " grid_codes = EXCLUDED.grid_codes, shifts = EXCLUDED.shifts, home = EXCLUDED.home,"
+        " backup_grid_codes = EXCLUDED.backup_grid_codes, roster_exceptions = EXCLUDED.roster_exceptions"
     )
 
 

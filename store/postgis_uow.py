@@ -285,6 +285,46 @@ class PostgisUnitOfWork:
                 found[key] = codec.incident_from_values(r)
         return found
 
+    def open_incidents_near(self, points: Sequence[tuple[float, float]], radius_m: float, since: datetime) -> list[Incident]:
+        """Open incidents (storms excluded) within `radius_m` of any point, last alarm at or after `since`."""
+        if not points:
+            return []
+        self._sync()
+        x0, y0, x1, y1 = codec.near_bbox(points, radius_m)
+        rows = self._conn.execute(
+            f"{INCIDENT_SELECT} WHERE geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326) AND type <> 'storm'"
+            " AND state = ANY(%s) AND last_alarm_at >= %s ORDER BY created_at, id",
+            (x0, y0, x1, y1, OPEN_STATE_NAMES, codec.to_utc(since, "since")),
+        ).fetchall()
+        return codec.within_radius([codec.incident_from_values(r) for r in rows], points, radius_m)
+
+    def recent_incident_counts(self, grids: Sequence[str], since: datetime) -> dict[str, int]:
+        """Per level-3 grid: device incidents (storms excluded) created at or after `since`."""
+        if not grids:
+            return {}
+        self._sync()
+        rows = self._conn.execute(
+            "SELECT l3, count(*) AS n FROM incidents WHERE l3 = ANY(%s) AND source = 'device' AND type <> 'storm'"
+            " AND created_at >= %s GROUP BY l3",
+            (sorted(set(grids)), codec.to_utc(since, "since")),
+        ).fetchall()
+        return {r["l3"]: int(r["n"]) for r in rows}
+
+    def open_storm_incidents(self, grids: Sequence[str]) -> dict[str, Incident]:
+        """Per level-3 grid: its newest open storm incident."""
+        if not grids:
+            return {}
+        self._sync()
+        rows = self._conn.execute(
+            f"{INCIDENT_SELECT} WHERE l3 = ANY(%s) AND type = 'storm' AND state = ANY(%s)"
+            " ORDER BY created_at DESC, id DESC",
+            (sorted(set(grids)), OPEN_STATE_NAMES),
+        ).fetchall()
+        found: dict[str, Incident] = {}
+        for r in rows:
+            found.setdefault(r["l3"], codec.incident_from_values(r))
+        return found
+
     def get_incident(self, incident_id: str, *, for_update: bool = False) -> Incident | None:
         """Return one incident (locking its row until the end of the unit of work when `for_update`)."""
         self._sync()

@@ -21,12 +21,13 @@ from typing import Any
 from shapely.geometry import Point
 
 from alerts.model import HistoryEntry, Incident, Notification
-from geo.model import Building, Device, District, Grid, GridVersion, Patroller
+from geo.model import Building, Device, District, Grid, GridVersion, Patroller, RosterException
 from ingest.model import Alarm, DeadLetter
 from store import codec
 from store.errors import ConflictError, StoreError
 from store.migrate import load_migrations, pending, split_statements
-from store.ports import IncidentQuery, Position, StoredDeadLetter
+from alerts.maintenance import MaintenanceWindow
+from store.ports import IncidentQuery, Position, StoredDeadLetter, StoredWindow
 from store.sqlite_uow import (
     ALARM_SELECT,
     INCIDENT_SELECT,
@@ -216,9 +217,11 @@ class SqliteStore(SqliteVersions):
                 ],
             )
             tx.executemany(
-                "INSERT INTO patrollers (id, name, phone, grid_codes, shifts, home) VALUES (?, ?, ?, ?, ?, ?)"
+                "INSERT INTO patrollers (id, name, phone, grid_codes, shifts, home, backup_grid_codes, roster_exceptions)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET name = excluded.name, phone = excluded.phone,"
-                " grid_codes = excluded.grid_codes, shifts = excluded.shifts, home = excluded.home",
+                " grid_codes = excluded.grid_codes, shifts = excluded.shifts, home = excluded.home,"
+                " backup_grid_codes = excluded.backup_grid_codes, roster_exceptions = excluded.roster_exceptions",
                 [
                     (
                         p.id,
@@ -227,6 +230,8 @@ class SqliteStore(SqliteVersions):
                         to_json(list(p.grid_codes)),
                         to_json(codec.shifts_to_json(p.shifts)),
                         None if p.home is None else codec.to_wkb(Point(p.home)),
+                        to_json(list(p.backup_grid_codes)),
+                        to_json([e.to_dict() for e in p.exceptions]),
                     )
                     for p in district.patrollers
                 ],
@@ -290,7 +295,9 @@ class SqliteStore(SqliteVersions):
 
     def patrollers(self) -> list[Patroller]:
         """Patrollers with assignments and shifts, ordered by id."""
-        rows = self._query("SELECT id, name, phone, grid_codes, shifts, home FROM patrollers ORDER BY id")
+        rows = self._query(
+            "SELECT id, name, phone, grid_codes, shifts, home, backup_grid_codes, roster_exceptions FROM patrollers ORDER BY id"
+        )
         result = []
         for r in rows:
             home = None if r["home"] is None else codec.from_wkb(r["home"])
@@ -302,6 +309,8 @@ class SqliteStore(SqliteVersions):
                     grid_codes=tuple(json.loads(r["grid_codes"])),
                     shifts=codec.shifts_from_json(json.loads(r["shifts"])),
                     home=None if home is None else (home.x, home.y),
+                    exceptions=tuple(RosterException.from_dict(e) for e in json.loads(r["roster_exceptions"])),
+                    backup_grid_codes=tuple(json.loads(r["backup_grid_codes"])),
                 )
             )
         return result
@@ -325,6 +334,9 @@ class SqliteStore(SqliteVersions):
         if query.grid_prefix is not None:
             clauses.append("substr(l3, 1, ?) = ?")
             params.extend((len(query.grid_prefix), query.grid_prefix))
+        if query.assignees:
+            clauses.append(f"assignee IN ({', '.join('?' * len(query.assignees))})")
+            params.extend(query.assignees)
         if query.grid is not None:
             clauses.append("(l3 = ? OR l2 = ? OR l1 = ?)")
             params.extend((query.grid, query.grid, query.grid))
@@ -349,6 +361,39 @@ class SqliteStore(SqliteVersions):
         """An incident's audit log, oldest first."""
         rows = self._query(f"{_HISTORY_SELECT} WHERE incident_id = ? ORDER BY at, id", (incident_id,))
         return [codec.history_from_values({**dict(r), "at": from_ts_text(r["at"])}) for r in rows]
+
+    # --- maintenance windows -------------------------------------------------------------------
+    def add_maintenance_window(self, window: MaintenanceWindow, *, actor: str) -> int:
+        """Store a maintenance window; return its id."""
+        with self._transaction() as tx:
+            cur = tx.execute(
+                "INSERT INTO maintenance_windows (grid_code, building, starts_at, ends_at, reason, created_by, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (window.grid_code, window.building, ts_text(window.starts_at, "starts_at"), ts_text(window.ends_at, "ends_at"),
+                 window.reason, actor, ts_text(codec.now_utc())),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def maintenance_windows(self, *, active_from: datetime | None = None) -> list[StoredWindow]:
+        """Windows that end after `active_from` (all when None), by start."""
+        rows = self._query(
+            "SELECT id, grid_code, building, starts_at, ends_at, reason, created_by FROM maintenance_windows"
+            " WHERE ? IS NULL OR ends_at > ? ORDER BY starts_at, id",
+            (None, None) if active_from is None else (ts_text(active_from), ts_text(active_from)),
+        )
+        return [StoredWindow(r["id"], MaintenanceWindow(r["grid_code"], r["building"], from_ts_text(r["starts_at"]),
+                                                        from_ts_text(r["ends_at"]), r["reason"]), r["created_by"]) for r in rows]
+
+    def end_maintenance_window(self, window_id: int, at: datetime) -> bool:
+        """End a window early at `at` (one that has not started yet is removed); False if none is running."""
+        t = ts_text(at)
+        with self._transaction() as tx:
+            cur = tx.execute("UPDATE maintenance_windows SET ends_at = ? WHERE id = ? AND starts_at < ? AND ends_at > ?",
+                             (t, window_id, t, t))
+            if cur.rowcount == 0:
+                cur = tx.execute("DELETE FROM maintenance_windows WHERE id = ? AND starts_at >= ?", (window_id, t))
+            return cur.rowcount > 0
 
     def history_for(self, incident_ids: Sequence[str]) -> dict[str, list[HistoryEntry]]:
         """Audit logs of many incidents at once, oldest first per incident."""

@@ -118,6 +118,43 @@ class SqliteUnitOfWork:
                     found[key] = incident_from_row(r)
         return found
 
+    def open_incidents_near(self, points: Sequence[tuple[float, float]], radius_m: float, since: datetime) -> list[Incident]:
+        """Open incidents (storms excluded) within `radius_m` of any point, last alarm at or after `since`."""
+        if not points:
+            return []
+        x0, y0, x1, y1 = codec.near_bbox(points, radius_m)
+        rows = self._conn.execute(
+            f"{INCIDENT_SELECT} WHERE lon BETWEEN ? AND ? AND lat BETWEEN ? AND ? AND type <> 'storm'"
+            f" AND state IN ({', '.join('?' * len(OPEN_STATE_NAMES))}) AND last_alarm_at >= ? ORDER BY created_at, id",
+            (x0, x1, y0, y1, *OPEN_STATE_NAMES, ts_text(since, "since")),
+        ).fetchall()
+        return codec.within_radius([incident_from_row(r) for r in rows], points, radius_m)
+
+    def recent_incident_counts(self, grids: Sequence[str], since: datetime) -> dict[str, int]:
+        """Per level-3 grid: device incidents (storms excluded) created at or after `since`."""
+        if not grids:
+            return {}
+        rows = self._conn.execute(
+            "SELECT l3, count(*) FROM incidents WHERE l3 IN (SELECT value FROM json_each(?)) AND source = 'device'"
+            " AND type <> 'storm' AND created_at >= ? GROUP BY l3",
+            (to_json(sorted(set(grids))), ts_text(since, "since")),
+        ).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def open_storm_incidents(self, grids: Sequence[str]) -> dict[str, Incident]:
+        """Per level-3 grid: its newest open storm incident."""
+        if not grids:
+            return {}
+        rows = self._conn.execute(
+            f"{INCIDENT_SELECT} WHERE l3 IN (SELECT value FROM json_each(?)) AND type = 'storm'"
+            f" AND state IN ({', '.join('?' * len(OPEN_STATE_NAMES))}) ORDER BY created_at DESC, id DESC",
+            (to_json(sorted(set(grids))), *OPEN_STATE_NAMES),
+        ).fetchall()
+        found: dict[str, Incident] = {}
+        for r in rows:
+            found.setdefault(r["l3"], incident_from_row(r))
+        return found
+
     def get_incident(self, incident_id: str, *, for_update: bool = False) -> Incident | None:
         """Return one incident (the transaction already holds SQLite's write lock, so for_update needs nothing)."""
         del for_update  # BEGIN IMMEDIATE already serializes writers

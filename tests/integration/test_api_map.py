@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from fastapi.testclient import TestClient
 from shapely.geometry import Point, box
@@ -92,16 +94,20 @@ def test_closed_incident_leaves_the_map_wall(client: TestClient, incidents: dict
     assert wall_grids(html)[str(fire["l3"])]["fill"] == QUIET_FILL
 
 
-def test_map_wall_marks_an_undispatched_incident_with_the_no_light_colour(store_backend: Store, clock: Clock) -> None:
+def test_map_wall_colours_an_undispatched_incident_by_its_register_clock(store_backend: Store, clock: Clock) -> None:
+    """Not dispatched yet: the register+dispatch stage clock runs (design §6), green at first, red when overdue."""
     seed(store_backend)
     rt = make_runtime(store_backend, clock, auto_dispatch=False)
     ids = feed_incidents(rt)
+    incident = rt.store.incident(ids["thermal.fire"])
+    assert incident is not None and incident.stage == "register" and incident.state.value == "reported"
     with client_for(rt) as c:
         html = get_map(c)
-    l3 = rt.store.incident(ids["thermal.fire"]).route.l3
-
-    assert wall_grids(html)[l3]["fill"] == NO_LIGHT_COLOR
-    assert {color for _, _, color in wall_markers(html)} == {NO_LIGHT_COLOR}
+        assert wall_grids(html)[incident.route.l3]["fill"] == LIGHT_COLORS["green"]
+        clock.now = incident.deadline + timedelta(minutes=1)  # type: ignore[operator]
+        html = get_map(c)
+    assert wall_grids(html)[incident.route.l3]["fill"] == LIGHT_COLORS["red"]
+    assert NO_LIGHT_COLOR not in {color for _, _, color in wall_markers(html)}
 
 
 def test_drill_down_to_a_level_2_grid_shows_only_its_subtree(client: TestClient, incidents: dict[str, dict[str, object]]) -> None:

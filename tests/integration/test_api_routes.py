@@ -380,12 +380,13 @@ def test_acknowledge_resolve_close_writes_one_history_row_each(client: TestClien
 
     for action, before, after, minute in steps:
         clock.now = T0 + timedelta(minutes=minute)
-        resp = act(client, incident_id, action, actor="op-7", note=f"{action} done")
+        resp = act(client, incident_id, action, actor="system:op-7", note=f"{action} done")
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert body["state"] == after and iso(body["updated_at"]) == clock.now
         assert body["history_entry"] == {
-            "at": clock.now.isoformat(), "action": action, "from": before, "to": after, "actor": "op-7", "note": f"{action} done",
+            "at": clock.now.isoformat(), "action": action, "from": before, "to": after, "actor": "system:op-7",
+            "note": f"{action} done",
         }
 
     detail = client.get(f"/api/v1/incidents/{incident_id}").json()
@@ -418,7 +419,8 @@ def test_close_on_a_dispatched_incident_is_409_naming_state_and_action(client: T
 
     assert body["type"].endswith("/illegal-transition")
     assert (body["state"], body["action"]) == ("dispatched", "close")
-    assert body["allowed"] == allowed_actions(IncidentState.DISPATCHED) == ["return", "acknowledge"]
+    assert body["allowed"] == allowed_actions(IncidentState.DISPATCHED)
+    assert {"return", "acknowledge", "escalate", "supervise", "remind"} <= set(body["allowed"]) and "close" not in body["allowed"]
     assert "'close'" in body["detail"] and "'dispatched'" in body["detail"] and incident_id in body["detail"]
     detail = client.get(f"/api/v1/incidents/{incident_id}").json()
     assert detail["state"] == "dispatched" and len(detail["history"]) == 2
@@ -434,7 +436,7 @@ def test_acting_on_a_closed_incident_is_409(client: TestClient, incidents: dict[
     assert (body["state"], body["action"], body["allowed"]) == ("closed", "acknowledge", ["call_back", "archive"])
 
 
-@pytest.mark.parametrize("payload", [{"action": "explode"}, {"action": "dispatch"}, {}])
+@pytest.mark.parametrize("payload", [{"action": "explode"}, {}])
 def test_unknown_action_is_422_naming_action(client: TestClient, incidents: dict[str, str], payload: dict[str, str]) -> None:
     incident_id = incidents["fence.intrusion"]
 

@@ -7,7 +7,7 @@ import gc
 import os
 import sqlite3
 import threading
-from datetime import UTC, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from alerts.model import (
     Notification,
     RouteRecord,
 )
-from geo.model import Building, Device, District, Grid, Patroller, Shift
+from geo.model import Building, Device, District, Grid, Patroller, RosterException, Shift
 from ingest.model import Alarm, DeadLetter, PatrollerPosition
 from store import open_store
 from store.errors import ConflictError, StoreError
@@ -81,7 +81,9 @@ def make_district(name: str = "Test district", *, shift_name: str = "A") -> Dist
             (Shift(frozenset({0, 1, 2, 3, 4}), time(8), time(20)), Shift(frozenset({5, 6}), time(22), time(6))),
             (113.82, 27.62),
         ),
-        Patroller("p-2", "Patroller B", "13800000002", (L3C,)),
+        Patroller("p-2", "Patroller B", "13800000002", (L3C,), exceptions=(
+            RosterException(date(2026, 12, 1), False), RosterException(date(2026, 12, 2), True, time(22), time(6)),
+        ), backup_grid_codes=(L3A, L3B)),
     )
     return District(name, grids, buildings, patrollers, devices)
 
@@ -522,6 +524,7 @@ def test_incident_filters(store_backend: Store) -> None:
     assert ids(grid_prefix="43999") == []
     assert ids(grid=L1) == ["d", "c", "b", "a"] and ids(grid=L2A) == ["d", "b", "a"] and ids(grid=L3A) == ["d", "a"]
     assert ids(grid="430102001001") == ["d", "b", "a"] and ids(grid="4301020") == []  # whole codes, not prefixes
+    assert ids(assignees=("nobody",)) == []
     assert ids(bbox=(113.80, 27.60, 113.85, 27.65)) == ["d", "a"]
     assert ids(bbox=(113.849, 27.649, 113.849, 27.649)) == ["d"]  # edges are inside
     assert ids(bbox=(113.86, 27.60, 113.90, 27.70)) == ["b"]
@@ -804,3 +807,41 @@ def test_tracks_and_bulk_history(store_backend: Store) -> None:
         ])
     got = store_backend.history_for(["h-1", "h-2", "nope"])
     assert [e.action for e in got["h-1"]] == ["report", "dispatch"] and len(got["h-2"]) == 1 and got["nope"] == []
+
+
+def test_maintenance_windows(store_backend: Store) -> None:
+    from alerts.maintenance import MaintenanceWindow
+
+    hour = timedelta(hours=1)
+    a = store_backend.add_maintenance_window(MaintenanceWindow(L3A, None, T0, T0 + hour, "fence repair"), actor="center:3:x")
+    b = store_backend.add_maintenance_window(MaintenanceWindow(None, "b-1", T0 + 2 * hour, T0 + 3 * hour, "paint"), actor="op")
+    assert [w.id for w in store_backend.maintenance_windows()] == [a, b]
+    assert [w.id for w in store_backend.maintenance_windows(active_from=T0 + hour)] == [b]
+    got = store_backend.maintenance_windows()[0]
+    assert (got.window.grid_code, got.window.reason, got.created_by, got.window.starts_at) == (L3A, "fence repair", "center:3:x", T0)
+    assert store_backend.end_maintenance_window(a, T0 + 30 * timedelta(minutes=1))
+    assert store_backend.maintenance_windows()[0].window.ends_at == T0 + 30 * timedelta(minutes=1)
+    assert store_backend.end_maintenance_window(b, T0)  # not started yet: removed
+    assert [w.id for w in store_backend.maintenance_windows()] == [a]
+    assert not store_backend.end_maintenance_window(999, T0)
+
+
+def test_correlation_and_storm_queries(store_backend: Store) -> None:
+    minute = timedelta(minutes=1)
+    near = make_incident("n-1", route=make_route(L3A, 113.82, 27.62), created=T0)
+    far = make_incident("n-2", route=make_route(L3A, 113.83, 27.62), created=T0)  # ~990 m east
+    old = make_incident("n-3", route=make_route(L3A, 113.8201, 27.62), created=T0 - 10 * minute)
+    closed = make_incident("n-4", route=make_route(L3A, 113.8202, 27.62), state=IncidentState.CLOSED)
+    storm = dataclasses.replace(make_incident("s-1", type="storm", route=make_route(L3A, 113.82, 27.62)),
+                                created_at=T0 + minute)
+    storm_old = dataclasses.replace(make_incident("s-0", type="storm", route=make_route(L3A, 113.82, 27.62)))
+    other = make_incident("n-5", route=make_route(L3B, 113.87, 27.62), created=T0 + minute)
+    with store_backend.unit_of_work() as uow:
+        uow.save_incidents([near, far, old, closed, storm, storm_old, other])
+    with store_backend.unit_of_work() as uow:
+        got = uow.open_incidents_near([(113.8203, 27.62), (113.9, 27.7)], 50.0, T0 - minute)
+        assert [i.id for i in got] == ["n-1"]  # 29 m away; n-2 too far, n-3 too old, n-4 closed, storms excluded
+        assert {i.id for i in uow.open_incidents_near([(113.8203, 27.62)], 50.0, T0 - 20 * minute)} == {"n-1", "n-3"}
+        assert uow.open_incidents_near([], 50.0, T0) == []
+        assert uow.recent_incident_counts([L3A, L3B, L3C], T0) == {L3A: 3, L3B: 1}  # any state; storms, older excluded
+        assert {g: i.id for g, i in uow.open_storm_incidents([L3A, L3B]).items()} == {L3A: "s-1"}

@@ -136,3 +136,71 @@ def test_failed_batch_leaves_nothing(intake: IncidentIntake) -> None:
             intake.accept(uow, alarms=[alarm("m1")], now=T0)
             raise RuntimeError("commit failed")
     assert store.incidents == {} and store.alarms == {}
+
+
+# --- maintenance windows -------------------------------------------------------------------------
+from alerts.maintenance import MaintenanceCalendar, MaintenanceWindow  # noqa: E402
+
+B1 = G1 + "00001"
+
+
+def window(grid=None, building=None, *, start=T0 - timedelta(hours=1), end=T0 + timedelta(hours=1), reason="fence repair") -> MaintenanceWindow:
+    return MaintenanceWindow(grid, building, start, end, reason)
+
+
+@pytest.mark.parametrize("w", [window(G1), window(G1[:12]), window(G1[:9]), window(building=B1)], ids=["l3", "l2", "l1", "building"])
+def test_alarm_in_a_maintenance_window_is_stored_muted_and_opens_nothing(w: MaintenanceWindow) -> None:
+    index = BoxIndex({G1: (0, 0, 1, 1), G2: (1, 0, 2, 1)}, buildings={B1: (0.4, 0.4, 0.6, 0.6)})
+    devices = {"fence-001": Device("fence-001", "fence", "f", Point(0.5, 0.5), G1)}
+    it = IncidentIntake(Router(index, [Patroller("P1", "Li", "1", (G1,), (ALL_DAY,))]), devices, maintenance=[w])
+    store = FakeStore()
+    with store.unit_of_work() as uow:
+        res = it.accept(uow, alarms=[alarm("m1"), alarm("m2", at=T0 + timedelta(seconds=1))], now=T0)
+    assert res.muted == 2 and res.alarms_stored == 2 and res.incidents_created == [] and res.notifications == []
+    assert store.incidents == {} and store.notes == [] and store.history == []
+    for stored, incident_id in store.alarms.values():
+        assert incident_id is None and stored.warnings == ("muted: fence repair",)
+    with store.unit_of_work() as uow:  # the mute is recorded, and a redelivery is still a duplicate
+        res = it.accept(uow, alarms=[alarm("m1")], now=T0)
+    assert res.duplicates == 1 and res.muted == 0
+
+
+def test_maintenance_window_mutes_only_its_grid_building_and_time(intake: IncidentIntake) -> None:
+    intake.set_maintenance([window(G2), window(G1, start=T0 + timedelta(minutes=5)), window(G1, end=T0)])
+    store = FakeStore()
+    with store.unit_of_work() as uow:
+        res = intake.accept(uow, alarms=[
+            alarm("m1", lon=0.5, lat=0.5),  # G1: its windows start later / ended at T0 (end exclusive)
+            alarm("m2", device="thermal-001", type_="thermal.fire"),  # G2: muted
+            alarm("m3", lon=0.5, lat=0.5, at=T0 + timedelta(minutes=6), type_="fence.cut"),  # G1, inside the later window
+        ], now=T0 + timedelta(minutes=6))
+    assert res.muted == 2 and len(res.incidents_created) == 1
+    assert store.alarms[("fence-001", "m1")][1] == res.incidents_created[0]
+    assert store.alarms[("thermal-001", "m2")][1] is None and store.alarms[("fence-001", "m3")][1] is None
+    intake.set_maintenance([])
+    with store.unit_of_work() as uow:
+        res = intake.accept(uow, alarms=[alarm("m4", device="thermal-001", type_="thermal.fire")], now=T0)
+    assert res.muted == 0 and len(res.incidents_created) == 1
+
+
+def test_muted_alarms_keep_their_warnings_and_count_toward_no_storm(intake: IncidentIntake) -> None:
+    intake.set_maintenance([window(G1, reason="drill")])
+    store = FakeStore()
+    a = Alarm("fence-001", "m1", T0, "other.beep", 3, T0, b"{}", warnings=("unknown type",))
+    with store.unit_of_work() as uow:
+        intake.accept(uow, alarms=[a, *(alarm(f"n{i}", at=T0 + timedelta(seconds=i)) for i in range(10))], now=T0)
+    assert store.alarms[a.key][0].warnings == ("unknown type", "muted: drill")
+    assert store.incidents == {} and "recent_incident_counts" not in store.queries
+
+
+def test_maintenance_window_validation_and_calendar() -> None:
+    with pytest.raises(ValueError, match="grid_code or a building"):
+        MaintenanceWindow(None, None, T0, T0 + timedelta(hours=1), "x")
+    with pytest.raises(ValueError, match="not after"):
+        MaintenanceWindow(G1, None, T0, T0, "x")
+    cal = MaintenanceCalendar([window(G1, reason="b", start=T0 - timedelta(minutes=1)), window(G1, reason="a", start=T0 - timedelta(minutes=2))])
+    from tests.unit.fakes import Hit
+
+    assert cal.muting(Hit(G1[:9], G1[:12], G1, None), T0).reason == "a"  # the earliest-starting active window
+    assert cal.muting(Hit(G2[:9], G2[:12], G2, None), T0) is None and cal.muting(None, T0) is None
+    assert not MaintenanceCalendar()

@@ -1,6 +1,6 @@
 """Codes, shifts and small behaviours of the geo value objects."""
 
-from datetime import datetime, time
+from datetime import date, datetime, time, timedelta
 
 import pytest
 from shapely.geometry import LineString, Point, Polygon
@@ -11,6 +11,7 @@ from geo.model import (
     District,
     Grid,
     Patroller,
+    RosterException,
     Shift,
     child_code,
     level_of,
@@ -125,3 +126,86 @@ def test_district_level_filters_grids() -> None:
     d = District("d", grids, (), (), ())
     assert [g.code for g in d.level(3)] == ["430102001001001"]
     assert len(d.level(1)) == 1
+
+
+def test_new_patroller_fields_default_and_positional_construction_still_works() -> None:
+    shift = Shift(frozenset({MON}), time(8), time(20))
+    p = Patroller("P1", "王伟", "138", ("430102001001001",), (shift,), (113.8, 27.6))
+    assert p.exceptions == () and p.backup_grid_codes == ()
+    assert p.on_duty(at(MON, 9)) and not p.on_duty(at(MON, 21))
+    q = Patroller("P2", "李娜", "139", ("430102001001001",), backup_grid_codes=("430102001001002",))
+    assert q.backup_grid_codes == ("430102001001002",)
+
+
+def test_shift_started_on_names_the_day_the_occurrence_began() -> None:
+    night = Shift(frozenset({MON}), time(20), time(8))
+    assert night.started_on(at(MON, 22)) == date(2026, 11, 23)
+    assert night.started_on(at(TUE, 3)) == date(2026, 11, 23)
+    assert night.started_on(at(TUE, 9)) is None
+    day = Shift(frozenset({TUE}), time(8), time(20))
+    assert day.started_on(at(TUE, 8)) == date(2026, 11, 24)
+
+
+def test_off_exception_cancels_the_shifts_that_start_that_day() -> None:
+    day = Shift(frozenset({MON, TUE}), time(8), time(20))
+    night = Shift(frozenset({MON, TUE}), time(20), time(8))
+    p = Patroller("P1", "a", "1", (), (day, night), exceptions=(RosterException(date(2026, 11, 24), False),))
+    assert p.on_duty(at(MON, 9)) and p.on_duty(at(MON, 22))
+    assert p.on_duty(at(TUE, 7))  # Monday's night shift still runs into Tuesday morning
+    assert not p.on_duty(at(TUE, 9))  # Tuesday's day shift is cancelled
+    assert not p.on_duty(at(TUE, 22))  # and so is the night shift that starts on Tuesday
+    assert not p.on_duty(datetime(2026, 11, 25, 3))  # …including its morning part on Wednesday
+
+
+def test_off_exception_on_an_overnight_start_day_keeps_the_previous_night() -> None:
+    night = Shift(frozenset({SUN}), time(20), time(8))
+    p = Patroller("P1", "a", "1", (), (night,), exceptions=(RosterException(date(2026, 11, 30), False),))
+    assert p.on_duty(datetime(2026, 11, 29, 22))  # Sunday evening
+    assert p.on_duty(datetime(2026, 11, 30, 3))  # Monday morning: the shift started on Sunday
+
+
+def test_on_exception_adds_a_special_shift_overnight_allowed() -> None:
+    special = RosterException(date(2026, 11, 28), True, time(22), time(6))  # Saturday night
+    p = Patroller("P1", "a", "1", (), (), exceptions=(special,))
+    assert not p.on_duty(at(SAT, 21, 59))
+    assert p.on_duty(at(SAT, 22)) and p.on_duty(at(SUN, 5, 59))
+    assert not p.on_duty(at(SUN, 6))
+    assert not p.on_duty(datetime(2026, 11, 21, 23))  # the Saturday before: weekly rules only
+    day_only = RosterException(date(2026, 11, 28), True, time(9), time(12))
+    assert day_only.covers(at(SAT, 9)) and not day_only.covers(at(SAT, 12))
+    full = RosterException(date(2026, 11, 28), True, time(8), time(8))
+    assert full.covers(at(SAT, 8)) and full.covers(at(SUN, 7, 59)) and not full.covers(at(SUN, 8))
+
+
+def test_off_and_on_on_the_same_day_replace_the_weekly_shift() -> None:
+    day = Shift(frozenset({MON}), time(8), time(20))
+    p = Patroller(
+        "P1", "a", "1", (), (day,),
+        exceptions=(RosterException(date(2026, 11, 23), False), RosterException(date(2026, 11, 23), True, time(12), time(16))),
+    )
+    assert not p.on_duty(at(MON, 9))
+    assert p.on_duty(at(MON, 13))
+    assert not p.on_duty(at(MON, 17))
+    assert p.on_duty(datetime(2026, 11, 30, 9))  # the next Monday is normal again
+
+
+def test_roster_exception_validation_and_json_round_trip() -> None:
+    with pytest.raises(ValueError, match="needs start and end"):
+        RosterException(date(2026, 11, 23), True, time(8))
+    with pytest.raises(ValueError, match="whole day"):
+        RosterException(date(2026, 11, 23), False, time(8), time(9))
+    for e in (RosterException(date(2026, 11, 23), False), RosterException(date(2026, 11, 23), True, time(20), time(8))):
+        assert RosterException.from_dict(e.to_dict()) == e
+
+
+def test_started_on_agrees_with_covers() -> None:
+    shifts = [
+        Shift(frozenset({MON, TUE}), time(8), time(20)),
+        Shift(frozenset({SUN, MON}), time(20), time(8)),
+        Shift(frozenset(range(7)), time(0), time(0)),
+        Shift(frozenset({SAT}), time(8), time(8)),
+    ]
+    for s in shifts:
+        for h in range(0, 14 * 24):
+            local = datetime(2026, 11, 23, 0, 30) + timedelta(hours=h)
+            assert s.covers(local) == (s.started_on(local) is not None)
