@@ -13,8 +13,28 @@ def _iso(t: datetime | None) -> str | None:
     return t.isoformat() if t is not None else None
 
 
-def incident_dict(incident: Incident, now: datetime, *, event: str | None = None) -> dict[str, Any]:
-    """The incident as JSON (what phones, map walls and the API see)."""
+#: Personal data of a citizen reporter: shown on the incident's own page, never broadcast (MQTT, lists, map).
+PERSONAL_FIELDS = frozenset({"first_name", "last_name", "email", "phone"})
+
+
+def public_details(details: dict[str, Any]) -> dict[str, Any]:
+    """Details without a citizen reporter's name and contact (and without Open311 extra fields)."""
+    out = dict(details)
+    reporter = out.get("reporter")
+    if isinstance(reporter, dict):
+        out["reporter"] = {k: v for k, v in reporter.items() if k not in PERSONAL_FIELDS}
+    open311 = out.get("open311")
+    if isinstance(open311, dict):
+        keep = {"service_code", "lat", "long", "description", "address_string", "media_url"}
+        out["open311"] = {k: v for k, v in open311.items() if k in keep}
+    return out
+
+
+def incident_dict(incident: Incident, now: datetime, *, event: str | None = None, personal: bool = False) -> dict[str, Any]:
+    """The incident as JSON (what phones, map walls and the API see).
+
+    A citizen reporter's name and contact appear only with `personal=True` (the incident's own page).
+    """
     light = sla.light(incident, now)
     out: dict[str, Any] = {
         "id": incident.id,
@@ -54,7 +74,7 @@ def incident_dict(incident: Incident, now: datetime, *, event: str | None = None
         "resolved_at": _iso(incident.resolved_at),
         "closed_at": _iso(incident.closed_at),
         "self_handled": incident.self_handled,
-        "details": dict(incident.details),
+        "details": dict(incident.details) if personal else public_details(incident.details),
     }
     if event is not None:
         out["event"] = event

@@ -184,6 +184,11 @@ def test_open311_services_and_request(client: TestClient, rt: Runtime) -> None:
     assert [h[:3] for h in history(client, incident.id)] == [("report", None, "reported"), ("verify", "reported", "verifying")]
     verify = [n for _, n in rt.store.pending_notifications() if n.topic == f"gridwatch/patrollers/{pid}/alerts"]
     assert len(verify) == 1 and verify[0].payload["event"] == "verify"
+    for _, note in rt.store.pending_notifications():  # the citizen's name and contact are never broadcast
+        assert "a@example.org" not in str(note.payload) and "Ann" not in str(note.payload)
+    assert client.get(f"/api/v1/incidents/{incident.id}").json()["details"]["reporter"]["email"] == "a@example.org"
+    listed = next(i for i in client.get("/api/v1/incidents").json()["items"] if i["id"] == incident.id)
+    assert "email" not in listed["details"]["reporter"]
 
     body = problem(client.post("/api/v1/open311/requests.json", data={"service_code": "city.litter", "lat": str(lat)}), 422)
     assert body["errors"][0]["field"] == "long"
