@@ -296,6 +296,15 @@ class Runtime:
                 uow.add_notifications(notes)
         return arrived
 
+    def refresh_patrollers(self) -> None:
+        """Reload patrollers (assignments, rosters) and route with them, keeping the grid index."""
+        patrollers = self.store.patrollers()
+        with self._swap:
+            router = Router(self.index, patrollers, self.settings.timezone, neighbours=self.router.neighbours,
+                            neighbour_radius_m=self.router.neighbour_radius_m)
+            self.patrollers, self.router = patrollers, router
+            self.intake.router = router
+
     def refresh_maintenance(self) -> None:
         """Hand the maintenance windows that are not over to the intake (called on reload and by the watch)."""
         windows = [w.window for w in self.store.maintenance_windows(active_from=self.now())]

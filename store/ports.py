@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from alerts.maintenance import MaintenanceWindow
 from alerts.model import HistoryEntry, Incident, IncidentState, Notification
-from geo.model import Building, Device, District, Grid, GridVersion, Patroller
+from geo.model import Building, Device, District, Grid, GridVersion, Patroller, RosterException, Shift
 from ingest.model import Alarm, DeadLetter, PatrollerPosition
 
 
@@ -202,6 +202,10 @@ class Store(Protocol):
 
     def patrollers(self) -> list[Patroller]:
         """Patrollers with assignments and shifts."""
+
+    def set_roster(self, patroller_id: str, *, shifts: Sequence[Shift], exceptions: Sequence[RosterException],
+                   backup_grid_codes: Sequence[str]) -> bool:
+        """Replace a patroller's weekly shifts, dated exceptions and backup grids; False if no such patroller."""
 
     def positions(self) -> dict[str, Position]:
         """Last known positions by patroller id."""

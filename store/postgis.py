@@ -25,7 +25,7 @@ from psycopg_pool import ConnectionPool
 from shapely.geometry import Point
 
 from alerts.model import HistoryEntry, Incident, Notification
-from geo.model import Building, Device, District, Grid, GridVersion, Patroller, RosterException
+from geo.model import Building, Device, District, Grid, GridVersion, Patroller, RosterException, Shift
 from ingest.model import Alarm, DeadLetter
 from store import codec
 from store.errors import ConflictError, StoreError
@@ -278,6 +278,17 @@ class PostgisStore(PostgisVersions):
             )
             for r in rows
         ]
+
+    def set_roster(self, patroller_id: str, *, shifts: Sequence[Shift], exceptions: Sequence[RosterException],
+                   backup_grid_codes: Sequence[str]) -> bool:
+        """Replace a patroller's weekly shifts, dated exceptions and backup grids; False if no such patroller."""
+        rows = self._query(
+            "UPDATE patrollers SET shifts = %s::jsonb, roster_exceptions = %s::jsonb, backup_grid_codes = %s WHERE id = %s"
+            " RETURNING id",
+            (json.dumps(codec.shifts_to_json(tuple(shifts))), json.dumps([e.to_dict() for e in exceptions]),
+             list(backup_grid_codes), patroller_id),
+        )
+        return bool(rows)
 
     def positions(self) -> dict[str, Position]:
         """Last known positions by patroller id."""

@@ -21,7 +21,7 @@ from typing import Any
 from shapely.geometry import Point
 
 from alerts.model import HistoryEntry, Incident, Notification
-from geo.model import Building, Device, District, Grid, GridVersion, Patroller, RosterException
+from geo.model import Building, Device, District, Grid, GridVersion, Patroller, RosterException, Shift
 from ingest.model import Alarm, DeadLetter
 from store import codec
 from store.errors import ConflictError, StoreError
@@ -314,6 +314,17 @@ class SqliteStore(SqliteVersions):
                 )
             )
         return result
+
+    def set_roster(self, patroller_id: str, *, shifts: Sequence[Shift], exceptions: Sequence[RosterException],
+                   backup_grid_codes: Sequence[str]) -> bool:
+        """Replace a patroller's weekly shifts, dated exceptions and backup grids; False if no such patroller."""
+        with self._transaction() as tx:
+            cur = tx.execute(
+                "UPDATE patrollers SET shifts = ?, roster_exceptions = ?, backup_grid_codes = ? WHERE id = ?",
+                (to_json(codec.shifts_to_json(tuple(shifts))), to_json([e.to_dict() for e in exceptions]),
+                 to_json(list(backup_grid_codes)), patroller_id),
+            )
+            return cur.rowcount > 0
 
     def positions(self) -> dict[str, Position]:
         """Last known positions by patroller id."""

@@ -5,10 +5,16 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
+from datetime import date, datetime, time
+
 from fastapi import APIRouter, Query
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from api.deps import RuntimeDep
+from api.errors import InvalidQueryProblem, NotFoundProblem
 from api.geojson import collection, device_feature
+from geo.model import Patroller, RosterException, Shift
+from store import codec
 
 router = APIRouter(tags=["registry"])
 
@@ -19,26 +25,88 @@ def list_devices(rt: RuntimeDep) -> dict[str, Any]:
     return collection([device_feature(d) for d in rt.devices.values()])
 
 
+def patroller_dict(p: Patroller, local: datetime, pos: Any) -> dict[str, Any]:
+    """A patroller with roster, duty status at `local` and last known position."""
+    return {
+        "id": p.id,
+        "name": p.name,
+        "phone": p.phone,
+        "grid_codes": list(p.grid_codes),
+        "backup_grid_codes": list(p.backup_grid_codes),
+        "shifts": codec.shifts_to_json(p.shifts),
+        "exceptions": [e.to_dict() for e in p.exceptions],
+        "on_duty": p.on_duty(local),
+        "position": None if pos is None else {"lon": pos.lon, "lat": pos.lat, "acc": pos.acc, "ts": pos.ts.isoformat()},
+    }
+
+
 @router.get("/patrollers")
-def list_patrollers(rt: RuntimeDep) -> dict[str, Any]:
-    """Patrollers with assignments, duty status and last known position."""
-    now = rt.now()
-    local = now.astimezone(rt.router.tz)
+def list_patrollers(
+    rt: RuntimeDep,
+    at: Annotated[AwareDatetime | None, Query(description="duty status at this time (default: now)")] = None,
+    grid: Annotated[str | None, Query(description="assigned (or backup) to this level-3 grid")] = None,
+    on_duty: Annotated[bool | None, Query(description="only patrollers on (or off) duty at `at`")] = None,
+) -> dict[str, Any]:
+    """Patrollers with assignments, rosters, duty status (now or `at`) and last known position."""
+    local = (at or rt.now()).astimezone(rt.router.tz)
     positions = rt.store.positions()
-    items = []
-    for p in rt.patrollers:
-        pos = positions.get(p.id)
-        items.append(
-            {
-                "id": p.id,
-                "name": p.name,
-                "phone": p.phone,
-                "grid_codes": list(p.grid_codes),
-                "on_duty": p.on_duty(local),
-                "position": None if pos is None else {"lon": pos.lon, "lat": pos.lat, "acc": pos.acc, "ts": pos.ts.isoformat()},
-            }
-        )
-    return {"count": len(items), "items": items}
+    items = [
+        patroller_dict(p, local, positions.get(p.id))
+        for p in rt.patrollers
+        if (grid is None or grid in p.grid_codes or grid in p.backup_grid_codes)
+        and (on_duty is None or p.on_duty(local) == on_duty)
+    ]
+    return {"count": len(items), "at": local.isoformat(), "items": items}
+
+
+class ShiftBody(BaseModel):
+    """A weekly slot: on duty on `weekdays` (0 = Monday) from `start` to `end` (end ≤ start: overnight)."""
+
+    weekdays: list[int] = Field(min_length=1, max_length=7)
+    start: time
+    end: time
+
+    @field_validator("weekdays")
+    @classmethod
+    def _days(cls, v: list[int]) -> list[int]:
+        if any(d < 0 or d > 6 for d in v):
+            raise ValueError("weekdays: expected numbers 0 (Monday) … 6 (Sunday)")
+        return v
+
+
+class ExceptionBody(BaseModel):
+    """A dated exception: off that day, or on for a special shift that day."""
+
+    day: date
+    on: bool
+    start: time | None = None
+    end: time | None = None
+
+
+class RosterBody(BaseModel):
+    """Body of PUT /patrollers/{id}/roster (replaces the roster)."""
+
+    shifts: list[ShiftBody] = Field(default_factory=list, max_length=50)
+    exceptions: list[ExceptionBody] = Field(default_factory=list, max_length=400)
+    backup_grid_codes: list[str] = Field(default_factory=list, max_length=50)
+
+
+@router.put("/patrollers/{patroller_id}/roster")
+def put_roster(rt: RuntimeDep, patroller_id: str, body: RosterBody) -> dict[str, Any]:
+    """Replace a patroller's weekly shifts, dated exceptions and backup grids; routing uses them at once."""
+    unknown = [c for c in body.backup_grid_codes if c not in rt.grid_by_code or rt.grid_by_code[c].level != 3]
+    if unknown:
+        raise InvalidQueryProblem(f"backup_grid_codes: {', '.join(unknown)} are not level-3 grids of the current version")
+    try:
+        exceptions = [RosterException(e.day, e.on, e.start, e.end) for e in body.exceptions]
+    except ValueError as exc:
+        raise InvalidQueryProblem(f"exceptions: {exc}") from None
+    shifts = [Shift(frozenset(s.weekdays), s.start, s.end) for s in body.shifts]
+    if not rt.store.set_roster(patroller_id, shifts=shifts, exceptions=exceptions, backup_grid_codes=body.backup_grid_codes):
+        raise NotFoundProblem(f"patroller {patroller_id!r} not found")
+    rt.refresh_patrollers()
+    p = next(p for p in rt.patrollers if p.id == patroller_id)
+    return patroller_dict(p, rt.now().astimezone(rt.router.tz), rt.store.positions().get(p.id))
 
 
 @router.get("/dead-letters")

@@ -566,3 +566,26 @@ def test_root_redirects_to_the_map_wall(sqlite_client: TestClient) -> None:
 
 def test_unknown_grid_version_is_404(sqlite_client: TestClient) -> None:
     problem(sqlite_client.get("/api/v1/grids", params={"version": 999}), 404)
+
+
+def test_roster_edits_change_on_duty_lookup_and_routing(client: TestClient, rt: Runtime, clock: Clock) -> None:
+    """A dated 'off' exception takes a patroller off duty that day only; a backup grid lists them there (routing: unit tests)."""
+    pid = rt.patrollers[0].id
+    grid = rt.patrollers[0].grid_codes[0]
+    today = clock.now.astimezone(rt.router.tz).date()
+    before = client.get("/api/v1/patrollers", params={"grid": grid}).json()
+    assert pid in [p["id"] for p in before["items"]]
+    other = next(g for g in rt.grid_by_code.values() if g.level == 3 and g.code not in rt.patrollers[0].grid_codes)
+    body = {"shifts": [{"weekdays": [0, 1, 2, 3, 4, 5, 6], "start": "00:00", "end": "00:00"}],
+            "exceptions": [{"day": today.isoformat(), "on": False}], "backup_grid_codes": [other.code]}
+    resp = client.put(f"/api/v1/patrollers/{pid}/roster", json=body)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["on_duty"] is False and resp.json()["backup_grid_codes"] == [other.code]
+    tomorrow = (clock.now + timedelta(days=1)).isoformat()
+    on_tomorrow = client.get("/api/v1/patrollers", params={"grid": grid, "at": tomorrow, "on_duty": True}).json()["items"]
+    assert pid in [p["id"] for p in on_tomorrow]
+    assert pid in [p["id"] for p in client.get("/api/v1/patrollers", params={"grid": other.code}).json()["items"]]
+    assert rt.store.patrollers()[0].exceptions[0].day == today
+    problem(client.put("/api/v1/patrollers/nobody/roster", json=body), 404)
+    problem(client.put(f"/api/v1/patrollers/{pid}/roster", json={**body, "backup_grid_codes": ["nope"]}), 422)
+    problem(client.put(f"/api/v1/patrollers/{pid}/roster", json={**body, "shifts": [{"weekdays": [9], "start": "08:00", "end": "20:00"}]}), 422)
