@@ -129,6 +129,14 @@ class ArrivalTracker:
         state.dwells = dwells
         return out
 
+    def sync(self, incidents: Iterable[Incident]) -> None:
+        """Re-arm incidents that are not arrived any more (re-dispatched, or an arrival that was not stored)."""
+        for inc in incidents:
+            if inc.arrived_at is None and inc.id in self._reported:
+                self.forget(inc.id)
+        if len(self._reported) > 100_000:  # closed incidents are never seen again: keep the set bounded
+            self._reported.clear()
+
     def forget(self, incident_id: str) -> None:
         """Track an incident again (e.g. reopened for rework): clear its dwells and its report."""
         self._reported.discard(incident_id)

@@ -74,8 +74,9 @@ def _assignee(incident: Incident, body: dict[str, Any]) -> list[Notification]:
     return [Notification(patroller_topic(incident.assignee), body)] if incident.assignee is not None else []
 
 
-def sweep(incidents: Iterable[Incident], now: datetime, config: sla.SlaConfig = sla.DEFAULT) -> list[SweepEffect]:
+def sweep(incidents: Iterable[Incident], now: datetime, config: sla.SlaConfig | None = None) -> list[SweepEffect]:
     """One scheduler pass over open incidents at `now`; incidents mutated in place, one effect each changed."""
+    config = sla.active(config)
     effects: list[SweepEffect] = []
     for incident in incidents:
         effect = _sweep_one(incident, now, config)

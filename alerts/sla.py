@@ -333,6 +333,18 @@ DEFAULT = load_sla_config()
 
 #: Acknowledge limit per type prefix of the defaults (the clock intake starts on auto-dispatch).
 DEFAULT_LIMITS: Mapping[str, timedelta] = DEFAULT.limits_by_prefix("acknowledge")
+_ACTIVE: SlaConfig = DEFAULT
+
+
+def activate(config: SlaConfig) -> None:
+    """Make `config` the process's SLA configuration (the runtime calls this with GRIDWATCH_SLA_CONFIG's file)."""
+    global _ACTIVE
+    _ACTIVE = config
+
+
+def active(config: SlaConfig | None = None) -> SlaConfig:
+    """`config`, or the process's active configuration (the packaged defaults unless activated)."""
+    return config if config is not None else _ACTIVE
 
 
 # --- the legacy helpers (intake) -------------------------------------------------------------------
@@ -364,8 +376,9 @@ def _calendar(incident: Incident, config: SlaConfig) -> Calendar:
     return config.calendar_for(incident.type) if incident.stage is not None else NATURAL
 
 
-def clock(incident: Incident, config: SlaConfig = DEFAULT) -> tuple[Calendar, datetime, timedelta] | None:
+def clock(incident: Incident, config: SlaConfig | None = None) -> tuple[Calendar, datetime, timedelta] | None:
     """(calendar, deadline, limit) of the incident's running clock; None when no clock runs."""
+    config = active(config)
     deadline = incident.deadline
     if deadline is None:
         return None
@@ -396,11 +409,12 @@ def _progress(incident: Incident, now: datetime, config: SlaConfig) -> tuple[int
     return remaining // _US, limit // _US
 
 
-def fraction(incident: Incident, now: datetime, config: SlaConfig = DEFAULT) -> float | None:
+def fraction(incident: Incident, now: datetime, config: SlaConfig | None = None) -> float | None:
     """Share of the stage limit used up at `now` (≥ 1 overdue, 2 = a full limit past the deadline).
 
     Frozen while paused; None when no clock runs.
     """
+    config = active(config)
     p = _progress(incident, now, config)
     if p is None:
         return None
@@ -410,8 +424,9 @@ def fraction(incident: Incident, now: datetime, config: SlaConfig = DEFAULT) -> 
     return max(0.0, (limit - remaining) / limit)
 
 
-def light(incident: Incident, now: datetime, config: SlaConfig = DEFAULT) -> Light | None:
+def light(incident: Incident, now: datetime, config: SlaConfig | None = None) -> Light | None:
     """The incident's light at `now`; None when no clock runs (not yet started, stopped or closed)."""
+    config = active(config)
     p = _progress(incident, now, config)
     if p is None:
         return None
@@ -421,8 +436,9 @@ def light(incident: Incident, now: datetime, config: SlaConfig = DEFAULT) -> Lig
     return Light.YELLOW if limit - remaining >= config.yellow_at * limit else Light.GREEN
 
 
-def overdue(incident: Incident, now: datetime, config: SlaConfig = DEFAULT) -> timedelta | None:
+def overdue(incident: Incident, now: datetime, config: SlaConfig | None = None) -> timedelta | None:
     """Calendar time past the deadline at `now` (frozen while paused; negative before it); None without a clock."""
+    config = active(config)
     c = clock(incident, config)
     if c is None:
         return None
@@ -434,7 +450,7 @@ def start_stage(
     incident: Incident,
     stage: str | None,
     at: datetime,
-    config: SlaConfig = DEFAULT,
+    config: SlaConfig | None = None,
     *,
     keep_deadline: bool = False,
 ) -> None:
@@ -443,6 +459,7 @@ def start_stage(
     `stage` None stops the clock (stage, stage_started_at, deadline and paused_at become None).
     `keep_deadline` (rework) keeps the current deadline when there is one.
     """
+    config = active(config)
     if stage is None:
         incident.stage = None
         incident.stage_started_at = None
@@ -467,8 +484,9 @@ def pause(incident: Incident, at: datetime) -> None:
         incident.paused_at = at
 
 
-def resume(incident: Incident, at: datetime, config: SlaConfig = DEFAULT) -> None:
+def resume(incident: Incident, at: datetime, config: SlaConfig | None = None) -> None:
     """Restart a paused clock: the deadline moves by the calendar time it was paused."""
+    config = active(config)
     paused_at = incident.paused_at
     if paused_at is None:
         return

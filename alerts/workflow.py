@@ -11,6 +11,8 @@ clocks through alerts.sla (start_stage / pause / resume / extend).
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -49,6 +51,9 @@ TRANSITIONS: dict[str, tuple[frozenset[S], S | None]] = {
     "set_track": (_OPEN, None),
     "set_difficulty": (_OPEN, None),
 }
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_URL = re.compile(r"https?://[^\s<>\"]{1,2000}")
 
 #: The SLA stage whose clock runs in each state (None: no clock).
 STAGE_OF: dict[S, str | None] = {
@@ -192,12 +197,16 @@ def check_params(action: str, params: Mapping[str, Any] | None) -> dict[str, Any
         out = {"until": _time(action, params, "until", required=True)}
     elif action == "resolve":
         photos = params.get("photos", [])
-        if not isinstance(photos, list) or not all((isinstance(p, str) and p) or (isinstance(p, dict) and p) for p in photos):
-            raise InvalidParamsError(action, "photos", "expected a list of photo references (URL strings or objects)")
+        if not isinstance(photos, list) or not all(isinstance(p, str) and (_SHA256.fullmatch(p) or _URL.fullmatch(p))
+                                                   for p in photos):
+            raise InvalidParamsError(action, "photos", "expected a list of photo hashes (uploaded with POST"
+                                     " /incidents/{id}/photos) or http(s) URLs")
         if len(photos) > MAX_PHOTOS:
             raise InvalidParamsError(action, "photos", f"at most {MAX_PHOTOS} photos")
-        # the same shape as the report photos in details["photos"] (dicts), tagged with the action
-        out = {"photos": [{"url": p, "action": action} if isinstance(p, str) else {**p, "action": action} for p in photos]}
+        # kept in details["photos"] tagged with the action; a hash only refers to a photo stored for this
+        # incident (the photo route finds the file by incident and hash, never by a client-given path)
+        out = {"photos": [{"sha256": p, "action": action} if _SHA256.fullmatch(p) else {"url": p, "action": action}
+                          for p in photos]}
     elif action == "call_back":
         satisfied = params.get("satisfied")
         if not isinstance(satisfied, bool):

@@ -52,7 +52,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *, with_inges
     def body_limit(method: str, path: str) -> int:
         if method == "POST" and path.rstrip("/") == "/api/v1/grid-versions":
             return settings.max_upload_bytes
-        if method == "POST" and path.rstrip("/") in ("/api/v1/reports", "/api/v1/open311/requests.json"):
+        if method == "POST" and (path.rstrip("/") in ("/api/v1/reports", "/api/v1/open311/requests.json")
+                                 or (path.startswith("/api/v1/incidents/") and path.rstrip("/").endswith("/photos"))):
             return settings.max_photos * settings.max_photo_bytes + 1024 * 1024
         return settings.max_body_bytes
 

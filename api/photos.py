@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -115,8 +116,12 @@ def photo_path(incident_id: str, sha256: str, ext: str) -> str:
     return f"{PHOTOS_DIR}/{incident_id}/{sha256}.{ext}"
 
 
-def store_photos(data_dir: Path, incident_id: str, photos: Sequence[Photo]) -> list[Path]:
-    """Write photos (atomically, each to a temporary file then renamed); return the files written."""
+def store_photos(data_dir: Path, incident_id: str, photos: Sequence[Photo], *, keep_existing: bool = False) -> list[Path]:
+    """Write photos (atomically, each to a temporary file then renamed); return the files written.
+
+    On a failure the incident's photo folder is removed (a new report's), unless `keep_existing`
+    (photos added to an incident that has some already: only the files of this call are removed).
+    """
     written: list[Path] = []
     try:
         for photo in photos:
@@ -134,7 +139,11 @@ def store_photos(data_dir: Path, incident_id: str, photos: Sequence[Photo]) -> l
                 raise
             written.append(target)
     except BaseException:
-        remove_photos(data_dir, incident_id)
+        if keep_existing:
+            for path in written:
+                path.unlink(missing_ok=True)
+        else:
+            remove_photos(data_dir, incident_id)
         raise
     return written
 
@@ -146,10 +155,21 @@ def remove_photos(data_dir: Path, incident_id: str) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def resolve_photo(data_dir: Path, ref: dict[str, Any]) -> Path | None:
-    """The file of a stored photo reference, or None if it is missing or escapes data_dir."""
-    root = data_dir.resolve()
-    path = (root / str(ref.get("path", ""))).resolve()
-    if root not in path.parents or not path.is_file():
+def find_photo(data_dir: Path, incident_id: str, sha256: str) -> tuple[Path, str] | None:
+    """(file, content type) of a photo stored for an incident, found by its hash in the incident's own folder.
+
+    Never from a path or type stored with the reference (those came from clients): the folder and
+    name are rebuilt here, the file must hash to `sha256` and sniff as an accepted image.
+    """
+    if not re.fullmatch(SHA256_PATTERN.strip("^$"), sha256) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", incident_id):
         return None
-    return path
+    root = (data_dir / PHOTOS_DIR).resolve()
+    for ext in ("jpg", "png", "webp"):
+        path = (root / incident_id / f"{sha256}.{ext}").resolve()
+        if root not in path.parents or not path.is_file():
+            continue
+        data = path.read_bytes()
+        kind = sniff(data)
+        if kind is not None and kind[1] == ext and hashlib.sha256(data).hexdigest() == sha256:
+            return path, kind[0]
+    return None

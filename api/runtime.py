@@ -14,7 +14,7 @@ from typing import Any
 
 from alerts.arrival import ArrivalTracker, GridPresence
 from alerts.correlate import CorrelationConfig
-from alerts.intake import IncidentIntake, IntakeResult, grid_topic
+from alerts.intake import IncidentIntake, IntakeResult, grid_topic, patroller_topic
 from alerts.model import OPEN_STATES, Notification
 from alerts.outbox import OutboxRelay
 from alerts.regrid import regrid
@@ -77,6 +77,7 @@ class Runtime:
         from alerts import sla
 
         self.sla_config = sla.load_sla_config(settings.sla_config) if settings.sla_config else sla.DEFAULT
+        sla.activate(self.sla_config)  # one configuration per process: API actions, lights and sweeps agree
         self._cache_lock = threading.Lock()
         self._reload_lock = threading.Lock()
         self._staged: dict[int, Future[tuple[GridIndex, list[Grid]]]] = {}
@@ -268,33 +269,48 @@ class Runtime:
                                           {"event": event, "patroller_id": p.patroller_id, "grid": code, "ts": p.ts.isoformat()}))
         ids = tuple(sorted({p.patroller_id for p in positions}))
         open_assigned = self.store.incidents(IncidentQuery(states=(S.DISPATCHED, S.ACKNOWLEDGED), assignees=ids, limit=10_000))
+        self.arrivals.sync(open_assigned)
         by_patroller: dict[str, list[Any]] = {}
         for incident in open_assigned:
             by_patroller.setdefault(incident.assignee or "", []).append(incident)
         arrived = 0
         for p in sorted(positions, key=lambda p: p.ts):
-            for a in self.arrivals.observe_arrivals(p.patroller_id, p.lon, p.lat, p.ts, p.acc, by_patroller.get(p.patroller_id, [])):
+            # a fix taken before the dispatch cannot be an arrival at it (phones may send old fixes)
+            eligible = [i for i in by_patroller.get(p.patroller_id, []) if i.dispatched_at is None or p.ts >= i.dispatched_at]
+            for a in self.arrivals.observe_arrivals(p.patroller_id, p.lon, p.lat, p.ts, p.acc, eligible):
                 with self.store.unit_of_work() as uow:
                     incident = uow.get_incident(a.incident_id, for_update=True)
                     if incident is None or incident.arrived_at is not None or incident.assignee != a.patroller_id:
                         continue
+                    at = max(a.confirmed_at, incident.updated_at)  # audit rows never go back in time
+                    actor = f"patroller:{a.patroller_id}"
+                    note = f"geofence: inside {self.arrivals.radius_m:g} m since {a.entered_at.isoformat()}"
                     rows = []
                     if incident.state is S.DISPATCHED:
-                        rows.append(workflow.apply(incident, "acknowledge", actor="system:geofence", at=a.confirmed_at))
+                        rows.append(workflow.apply(incident, "acknowledge", actor=actor, at=at, note=note, sla=self.sla_config))
                     if incident.state is not S.ACKNOWLEDGED:
                         continue
-                    rows.append(workflow.apply(incident, "arrive", actor="system:geofence", at=a.confirmed_at,
-                                               note=f"inside {self.arrivals.radius_m:g} m since {a.entered_at.isoformat()}"))
-                    incident.arrived_at = a.entered_at
+                    rows.append(workflow.apply(incident, "arrive", actor=actor, at=at, note=note, sla=self.sla_config))
+                    incident.arrived_at = max(a.entered_at, incident.dispatched_at or a.entered_at)
                     uow.save_incidents([incident])
                     uow.add_history(rows)
                     body = incident_dict(incident, self.now(), event="arrive")
-                    uow.add_notifications([Notification(grid_topic(incident.route.l3), body)] if incident.route.l3 else [])
+                    arrival_notes = [Notification(patroller_topic(a.patroller_id), body)]
+                    if incident.route.l3:
+                        arrival_notes.append(Notification(grid_topic(incident.route.l3), body))
+                    note_ids = uow.add_notifications(arrival_notes)
+                self._relay(list(zip(note_ids, arrival_notes, strict=True)))
                 arrived += 1
         if notes:
             with self.store.unit_of_work() as uow:
-                uow.add_notifications(notes)
+                note_ids = uow.add_notifications(notes)
+            self._relay(list(zip(note_ids, notes, strict=True)))
         return arrived
+
+    def _relay(self, rows: list[tuple[int, Notification]]) -> None:
+        """Hand committed notifications to the outbox relay (the sweep picks them up otherwise)."""
+        if rows and self.worker is not None:
+            self.outbox.submit(rows)
 
     def refresh_patrollers(self) -> None:
         """Reload patrollers (assignments, rosters) and route with them, keeping the grid index."""

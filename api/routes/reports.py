@@ -269,11 +269,43 @@ def get_photo(
     incident = rt.store.incident(incident_id)
     if incident is None:
         raise IncidentNotFoundError(f"incident {incident_id!r} not found")
-    ref = next((p for p in incident.details.get("photos", []) if isinstance(p, dict) and p.get("sha256") == sha256), None)
-    if ref is None:
+    if not any(isinstance(p, dict) and p.get("sha256") == sha256 for p in incident.details.get("photos", [])):
         raise IncidentNotFoundError(f"incident {incident_id!r} has no photo {sha256}")
-    path = photo_store.resolve_photo(Path(photo_settings(rt.settings).data_dir), ref)
-    if path is None:
+    found = photo_store.find_photo(Path(photo_settings(rt.settings).data_dir), incident.id, sha256)
+    if found is None:
         raise IncidentNotFoundError(f"photo {sha256} of incident {incident_id!r} is missing from the photo store")
-    return FileResponse(path, media_type=ref.get("content_type") or "application/octet-stream",
-                        headers={"Cache-Control": "private, max-age=86400, immutable"})
+    path, content_type = found
+    return FileResponse(path, media_type=content_type, headers={
+        "Cache-Control": "private, max-age=86400, immutable", "X-Content-Type-Options": "nosniff",
+        "Content-Disposition": f'inline; filename="{path.name}"'})
+
+
+@router.post("/incidents/{incident_id}/photos", status_code=201)
+async def upload_photos(rt: RuntimeDep, incident_id: str, request: Request) -> Response:
+    """Attach photos to an incident (multipart `photos`), e.g. before `resolve` with `params.photos` = their hashes."""
+    settings = photo_settings(rt.settings)
+    incident = rt.store.incident(incident_id)
+    if incident is None:
+        raise IncidentNotFoundError(f"incident {incident_id!r} not found")
+    try:
+        fields, files = await _read(request, settings, "photos")
+        photos = check_photos(files, settings)
+        if not photos:
+            raise PhotoError(422, "photos: expected at least one file")
+    except PhotoError as exc:
+        return _problem_for(request, exc)
+    refs = await run_in_threadpool(_attach, rt, incident_id, photos, settings)
+    return JSONResponse({"incident_id": incident_id, "photos": refs}, status_code=201)
+
+
+def _attach(rt: Runtime, incident_id: str, photos: list[Photo], settings: PhotoSettings) -> list[dict[str, Any]]:
+    photo_store.store_photos(Path(settings.data_dir), incident_id, photos, keep_existing=True)
+    refs = [{**p.ref(incident_id), "action": "upload"} for p in photos]
+    with rt.store.unit_of_work() as uow:
+        incident = uow.get_incident(incident_id, for_update=True)
+        if incident is None:
+            raise IncidentNotFoundError(f"incident {incident_id!r} not found")
+        known = {p.get("sha256") for p in incident.details.get("photos", []) if isinstance(p, dict)}
+        incident.details["photos"] = [*incident.details.get("photos", []), *(r for r in refs if r["sha256"] not in known)]
+        uow.save_incidents([incident])
+    return refs

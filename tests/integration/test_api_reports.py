@@ -194,3 +194,29 @@ def test_open311_services_and_request(client: TestClient, rt: Runtime) -> None:
     assert body["errors"][0]["field"] == "long"
     body = problem(client.post("/api/v1/open311/requests.json", data={"service_code": "nope", "lat": str(lat), "long": str(lon)}), 422)
     assert body["errors"][0]["field"] == "service_code"
+
+
+def test_resolve_photos_are_uploaded_then_referenced_by_hash_and_never_by_path(
+    client: TestClient, rt: Runtime, data_dir: Path
+) -> None:
+    """A client cannot make the photo route serve an arbitrary file (e.g. the database) under the data dir."""
+    grid, lon, lat, pid = spot(rt)
+    created = client.post("/api/v1/reports", json={"patroller_id": pid, "lon": lon, "lat": lat, "type": "city.litter"})
+    iid = created.json()["id"]
+    (data_dir / "secret.txt").parent.mkdir(parents=True, exist_ok=True)
+    (data_dir / "secret.txt").write_text("the database")
+    actor = f"patroller:{pid}"
+    assert client.post(f"/api/v1/incidents/{iid}/actions", json={"action": "acknowledge", "actor": actor}).status_code == 200
+    evil = {"action": "resolve", "actor": actor, "params": {"photos": [{"sha256": "a" * 64, "path": "secret.txt",
+                                                                        "content_type": "text/html"}]}}
+    assert problem(client.post(f"/api/v1/incidents/{iid}/actions", json=evil), 422)["errors"][0]["field"] == "params.photos"
+    up = client.post(f"/api/v1/incidents/{iid}/photos", files=[("photos", ("after.png", png_bytes(3, 3), "text/html"))])
+    assert up.status_code == 201, up.text
+    sha = up.json()["photos"][0]["sha256"]
+    done = client.post(f"/api/v1/incidents/{iid}/actions", json={"action": "resolve", "actor": actor, "params": {"photos": [sha]}})
+    assert done.status_code == 200, done.text
+    served = client.get(f"/api/v1/incidents/{iid}/photos/{sha}")
+    assert served.status_code == 200 and served.content == png_bytes(3, 3)
+    assert served.headers["content-type"] == "image/png" and served.headers["x-content-type-options"] == "nosniff"
+    problem(client.get(f"/api/v1/incidents/{iid}/photos/{'a' * 64}"), 404)
+    problem(client.post(f"/api/v1/incidents/{iid}/photos", files=[("photos", ("x.png", b"<html>", "image/png"))]), 415)

@@ -36,7 +36,8 @@ def test_dwell_inside_the_buffer_marks_arrived(rt: Runtime, clock: Clock) -> Non
     assert incident is not None and incident.arrived_at == t0 + timedelta(seconds=30)
     assert incident.state.value == "acknowledged" and incident.stage == "handle"
     history = [(h.action, h.actor) for h in rt.store.history(iid)]
-    assert history[-2:] == [("acknowledge", "system:geofence"), ("arrive", "system:geofence")]
+    assert history[-2:] == [("acknowledge", f"patroller:{pid}"), ("arrive", f"patroller:{pid}")]
+    assert "geofence" in (rt.store.history(iid)[-1].note or "")
     rt.handle_messages([location_message(pid, lon, lat, at=t0 + timedelta(seconds=90), acc=5)])
     assert [h.action for h in rt.store.history(iid)].count("arrive") == 1  # once
 
@@ -60,3 +61,16 @@ def test_moving_between_grids_emits_exit_before_enter(rt: Runtime, clock: Clock)
     topics = [(n.topic, n.payload["event"]) for _, n in rt.store.pending_notifications(limit=10_000)
               if n.topic.endswith("/patrollers") and n.payload.get("patroller_id") == "P0001"]
     assert topics[-2:] == [(f"gridwatch/grids/{a.code}/patrollers", "exit"), (f"gridwatch/grids/{b.code}/patrollers", "enter")]
+
+
+def test_fixes_from_before_the_dispatch_are_not_an_arrival(rt: Runtime, clock: Clock) -> None:
+    iid, pid, lon, lat = dispatched_incident(rt, clock)
+    dispatched = clock.now
+    rt.handle_messages([location_message(pid, lon, lat, at=dispatched - timedelta(seconds=60), acc=5)])
+    rt.handle_messages([location_message(pid, lon, lat, at=dispatched - timedelta(seconds=30), acc=5)])
+    assert rt.store.incident(iid).arrived_at is None  # type: ignore[union-attr]
+    rt.handle_messages([location_message(pid, lon, lat, at=dispatched + timedelta(seconds=1), acc=5)])
+    rt.handle_messages([location_message(pid, lon, lat, at=dispatched + timedelta(seconds=30), acc=5)])
+    incident = rt.store.incident(iid)
+    assert incident is not None and incident.arrived_at == dispatched + timedelta(seconds=1)
+    assert incident.acknowledged_at is not None and incident.acknowledged_at >= incident.dispatched_at  # type: ignore[operator]

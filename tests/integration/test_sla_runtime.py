@@ -3,6 +3,8 @@ red at 100 % (one reminder) and escalates it to the street center after another 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from api.runtime import Runtime
@@ -65,3 +67,33 @@ def test_acknowledged_in_time_stays_green(rt: Runtime, clock: Clock) -> None:
     rt.sla_sweep()
     assert rt.store.incident(iid).light in (None, "green")  # type: ignore[union-attr]
 
+
+
+def test_a_custom_sla_file_drives_every_path(store_backend, clock: Clock, tmp_path) -> None:  # noqa: ANN001
+    """GRIDWATCH_SLA_CONFIG applies to auto-dispatch, API actions, lights and the sweep alike."""
+    from alerts import sla
+    from tests.integration.apphelpers import client_for, make_runtime, seed
+
+    (tmp_path / "sla.yaml").write_text(
+        'types:\n  "":\n    calendar: natural\n    limits: {register: 30m, acknowledge: 1h, handle: 1h, check: 1h}\n'
+        '  fence.intrusion:\n    limits: {acknowledge: 2h, handle: 3h}\n'
+    )
+    seed(store_backend)
+    rt = make_runtime(store_backend, clock, sla_config=str(tmp_path / "sla.yaml"))
+    try:
+        device = next(d for d in rt.devices.values() if d.kind == "fence")
+        (iid,) = rt.handle_messages([alarm_message(device.id, "custom-1", at=clock.now)]).incidents_created
+        incident = rt.store.incident(iid)
+        assert incident is not None and incident.deadline == clock.now + timedelta(hours=2)
+        clock.advance(minutes=5)
+        with client_for(rt) as client:
+            actor = f"patroller:{incident.assignee}" if incident.assignee else "system:test"
+            body = client.post(f"/api/v1/incidents/{iid}/actions", json={"action": "acknowledge", "actor": actor}).json()
+            assert body["deadline"] == (clock.now + timedelta(hours=3)).isoformat()
+            clock.advance(hours=2, minutes=20)  # 2h20m of 3h: 78 % → yellow with the custom limits (red with the packaged 15 min)
+            assert client.get(f"/api/v1/incidents/{iid}").json()["light"] == "yellow"
+            rt.sla_sweep()
+            assert rt.store.incident(iid).light == "yellow"  # type: ignore[union-attr]
+    finally:
+        rt.close()
+        sla.activate(sla.DEFAULT)

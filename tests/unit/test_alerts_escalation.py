@@ -166,7 +166,7 @@ def test_without_an_assignee_the_grid_is_reminded() -> None:
 
 def test_working_hours_escalation_waits_for_working_time() -> None:
     fri_1630 = datetime(2026, 11, 20, 16, 30, tzinfo=CST)
-    inc = dispatched("litter", at=fri_1630)
+    inc = dispatched("city.litter", at=fri_1630)
     inc.state = IncidentState.ACKNOWLEDGED
     sla.start_stage(inc, "handle", fri_1630)  # 4 working hours: Monday 11:30
     deadline = datetime(2026, 11, 23, 11, 30, tzinfo=CST)

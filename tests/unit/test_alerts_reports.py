@@ -26,7 +26,7 @@ from api.photos import (
     check_photos,
     photo_settings,
     remove_photos,
-    resolve_photo,
+    find_photo,
     sniff,
     store_photos,
 )
@@ -187,9 +187,12 @@ def test_photos_are_stored_by_hash_and_removed_on_failure(tmp_path: Path) -> Non
     photos = check_photos([("a.png", PNG), ("b.webp", WEBP)], PhotoSettings(tmp_path))
     written = store_photos(tmp_path, "INC-1", photos)
     assert [p.read_bytes() for p in written] == [PNG, WEBP]
-    assert resolve_photo(tmp_path, photos[0].ref("INC-1")) == written[0].resolve()
-    assert resolve_photo(tmp_path, {"path": "../../etc/passwd"}) is None
-    assert resolve_photo(tmp_path, {"path": "photos/INC-1/missing.png"}) is None
+    assert find_photo(tmp_path, "INC-1", photos[0].sha256) == (written[0].resolve(), "image/png")
+    assert find_photo(tmp_path, "INC-1", "0" * 64) is None  # no such photo
+    assert find_photo(tmp_path, "../INC-1", photos[0].sha256) is None  # ids are names, not paths
+    assert find_photo(tmp_path, "INC-2", photos[0].sha256) is None  # another incident's folder
+    written[1].write_bytes(PNG)  # a file whose bytes no longer hash to its name is not served
+    assert find_photo(tmp_path, "INC-1", photos[1].sha256) is None
     remove_photos(tmp_path, "INC-1")
     assert not (tmp_path / "photos" / "INC-1").exists()
 

@@ -78,8 +78,8 @@ def test_packaged_defaults_follow_design_section_6() -> None:
     assert cfg.limit("fence.intrusion", "acknowledge") == 15 * M
     assert cfg.limit("fence.cut", "acknowledge") == 30 * M
     assert cfg.limit("thermal.fire", "handle") == 5 * M
-    assert cfg.limit("litter.overflow", "handle") == 4 * H
-    assert isinstance(cfg.calendar_for("litter.overflow"), WorkCalendar)
+    assert cfg.limit("city.litter.overflow", "handle") == 4 * H
+    assert isinstance(cfg.calendar_for("city.litter.overflow"), WorkCalendar)
     assert cfg.calendar_for("fence.intrusion") is NATURAL
     assert cfg.urgent_severity == 4 and cfg.yellow_at == sla.YELLOW_AT == 0.75
     assert sla.DEFAULT_LIMITS["fence.intrusion"] == 15 * M
@@ -185,7 +185,7 @@ def test_start_stage_sets_the_deadline_on_the_type_calendar() -> None:
     inc = incident("fence.intrusion")
     sla.start_stage(inc, "acknowledge", T0)
     assert (inc.stage, inc.stage_started_at, inc.deadline) == ("acknowledge", T0, T0 + 15 * M)
-    litter = incident("litter.overflow", state=IncidentState.ACKNOWLEDGED)
+    litter = incident("city.litter.overflow", state=IncidentState.ACKNOWLEDGED)
     sla.start_stage(litter, "handle", FRI_1630)
     assert litter.deadline == datetime(2026, 11, 23, 11, 30, tzinfo=CST)  # 1 h on Friday, 3 h on Monday
     assert sla.light(litter, datetime(2026, 11, 22, 12, tzinfo=CST)) is Light.GREEN  # Sunday: 1 of 4 h used
@@ -264,7 +264,7 @@ def test_paused_clock_is_frozen_and_does_not_go_red() -> None:
 
 
 def test_resume_pushes_by_working_time_only() -> None:
-    inc = incident("litter", state=IncidentState.ACKNOWLEDGED)
+    inc = incident("city.litter", state=IncidentState.ACKNOWLEDGED)
     sla.start_stage(inc, "handle", FRI_1630)  # deadline Monday 11:30
     sla.pause(inc, datetime(2026, 11, 20, 17, tzinfo=CST))  # 30 min of work left on Friday
     sla.resume(inc, datetime(2026, 11, 23, 9, tzinfo=CST))  # paused over the weekend: 30 + 30 working min

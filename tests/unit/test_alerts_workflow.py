@@ -182,6 +182,8 @@ BAD_PARAMS = [
     ("resolve", S.ACKNOWLEDGED, {"photos": "a.jpg"}, "photos"),
     ("resolve", S.ACKNOWLEDGED, {"photos": [""]}, "photos"),
     ("resolve", S.ACKNOWLEDGED, {"photos": ["x"] * 21}, "photos"),
+    ("resolve", S.ACKNOWLEDGED, {"photos": [{"path": "../../var/gridwatch.db", "sha256": "ab"}]}, "photos"),
+    ("resolve", S.ACKNOWLEDGED, {"photos": ["javascript:alert(1)"]}, "photos"),
     ("call_back", S.CLOSED, {}, "satisfied"),
     ("call_back", S.CLOSED, {"satisfied": "yes"}, "satisfied"),
     ("set_track", S.DISPATCHED, {}, "track"),
@@ -219,7 +221,7 @@ def test_each_stage_of_the_happy_path_drives_the_sla_clocks(clocks: FakeSla) -> 
         ("dispatch", {"assignee": "P1"}, [("start", "acknowledge", False)], "acknowledge"),
         ("acknowledge", None, [("start", "handle", False)], "handle"),
         ("arrive", None, [], "handle"),
-        ("resolve", {"photos": ["p1.jpg"]}, [("start", "check", False)], "check"),
+        ("resolve", {"photos": ["https://img.example/p1.jpg"]}, [("start", "check", False)], "check"),
         ("check", None, [], "check"),
         ("close", None, [("start", None, False)], None),
         ("call_back", {"satisfied": True}, [], None),
@@ -353,12 +355,12 @@ def test_close_from_registered_is_self_handled() -> None:
 def test_resolve_keeps_photos_in_details() -> None:
     reported = {"path": "photos/INC-1/ab.jpg", "sha256": "ab"}
     incident = make(S.ACKNOWLEDGED, details={"photos": [reported]})
-    params = {"photos": ["https://img.example/after.jpg", {"path": "photos/INC-1/cd.jpg", "sha256": "cd"}]}
+    params = {"photos": ["https://img.example/after.jpg", "cd" * 32]}
     entry = workflow.apply(incident, "resolve", actor="op", at=T0, note="gate repaired", params=params)
     assert incident.details["photos"] == [
         reported,
         {"url": "https://img.example/after.jpg", "action": "resolve"},
-        {"path": "photos/INC-1/cd.jpg", "sha256": "cd", "action": "resolve"},
+        {"sha256": "cd" * 32, "action": "resolve"},
     ]
     assert incident.note == "gate repaired" and entry.note == "2 photo(s); gate repaired"
     assert incident.resolved_at == T0
