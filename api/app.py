@@ -10,7 +10,7 @@ from fastapi.responses import RedirectResponse
 
 from api.bodylimit import BodyLimit
 from api.errors import add_exception_handlers
-from api.routes import evaluation, grids, gridversions, incidents, locate, maintenance, pages, registry, reports
+from api.routes import evaluation, grids, gridversions, incidents, locate, maintenance, pages, registry, reports, stream
 from api.runtime import Runtime
 from api.settings import Settings
 
@@ -43,7 +43,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *, with_inges
     if runtime is not None:
         app.state.runtime = runtime
     api = APIRouter(prefix="/api/v1")
-    for module in (locate, grids, gridversions, incidents, reports, evaluation, maintenance, registry):
+    for module in (locate, grids, gridversions, incidents, reports, evaluation, maintenance, registry, stream):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(pages.router)

@@ -21,6 +21,7 @@ from alerts.regrid import regrid
 from alerts.routing import Router
 from alerts.views import incident_dict
 from api.settings import Settings
+from api.stream import EventHub
 from geo.index import GridIndex
 from geo.model import Grid, GridVersion
 from ingest.decode import decode_message
@@ -84,6 +85,7 @@ class Runtime:
         self._unstageable: set[int] = set()
         self._stager = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grid-stage")
         self._neighbours: dict[int, dict[str, tuple[str, ...]]] = {}
+        self.hub = EventHub()
         self.arrivals = ArrivalTracker()
         self.presence = GridPresence()
         self._old_indexes: dict[int, tuple[GridIndex, dict[str, Grid]]] = {}
@@ -522,12 +524,21 @@ class Runtime:
         if self.worker is None:
             raise RuntimeError("no MQTT connection: notification stays in the outbox")
         self.worker.publish(topic, payload, qos=1)
+        self._offer(topic, payload)
+
+    def _offer(self, topic: str, payload: bytes) -> None:
+        """Hand a published notification to the live stream (never fails the publish)."""
+        try:
+            self.hub.publish(topic, payload)
+        except Exception:  # noqa: BLE001
+            logger.warning("stream: could not offer an event of %s", topic, exc_info=True)
 
     def _publish_nowait(self, topic: str, payload: bytes) -> None:
         """Publish without waiting for room in the publish window (MqttPublishError when there is none)."""
         if self.worker is None:
             raise RuntimeError("no MQTT connection: notification stays in the outbox")
         self.worker.publish(topic, payload, qos=1, timeout=0)
+        self._offer(topic, payload)
 
     def ingest_status(self) -> dict[str, Any]:
         """Counters of the ingest path, for /healthz."""

@@ -293,10 +293,13 @@ class PostgisUnitOfWork:
         x0, y0, x1, y1 = codec.near_bbox(points, radius_m)
         rows = self._conn.execute(
             f"{INCIDENT_SELECT} WHERE geom && ST_MakeEnvelope(%s, %s, %s, %s, 4326) AND type <> 'storm'"
-            " AND state = ANY(%s) AND last_alarm_at >= %s ORDER BY created_at, id",
+            " AND state = ANY(%s) AND last_alarm_at >= %s ORDER BY id FOR UPDATE",
             (x0, y0, x1, y1, OPEN_STATE_NAMES, codec.to_utc(since, "since")),
         ).fetchall()
-        return codec.within_radius([codec.incident_from_values(r) for r in rows], points, radius_m)
+        # locked (FOR UPDATE, in id order) like open_incidents_for: the intake saves the whole row, so an
+        # operator action committed meanwhile must not be overwritten; sorted back to creation order
+        found = sorted((codec.incident_from_values(r) for r in rows), key=lambda i: (i.created_at, i.id))
+        return codec.within_radius(found, points, radius_m)
 
     def recent_incident_counts(self, grids: Sequence[str], since: datetime) -> dict[str, int]:
         """Per level-3 grid: device incidents (storms excluded) created at or after `since`."""
@@ -317,7 +320,7 @@ class PostgisUnitOfWork:
         self._sync()
         rows = self._conn.execute(
             f"{INCIDENT_SELECT} WHERE l3 = ANY(%s) AND type = 'storm' AND state = ANY(%s)"
-            " ORDER BY created_at DESC, id DESC",
+            " ORDER BY created_at DESC, id DESC FOR UPDATE",
             (sorted(set(grids)), OPEN_STATE_NAMES),
         ).fetchall()
         found: dict[str, Incident] = {}

@@ -188,3 +188,44 @@ def test_patroller_location_updates_last_known_position(running: Runtime, mosqui
     pos = wait_for(lambda: rt.store.positions().get(patroller.id), what="the position")
     assert (pos.lon, pos.lat) == (113.85, 27.62)
     assert rt.intake.positions[patroller.id].lon == 113.85
+
+
+def test_the_live_stream_carries_incident_events(running: Runtime, mosquitto: MosquittoBroker) -> None:
+    """GET /api/v1/stream over a real HTTP server: an alarm's incident arrives as `event: incident`."""
+    import socket
+
+    import httpx
+
+    from api.cli import _serve_http
+
+    rt = running
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server, thread = _serve_http(create_app(rt.settings, rt), "127.0.0.1", port)
+    device, lon, lat, grid = fence_in_grid(rt)
+    received: list[str] = []
+    connected = threading.Event()
+
+    def listen() -> None:
+        with httpx.stream("GET", f"http://127.0.0.1:{port}/api/v1/stream", params={"grid": grid[:9], "kinds": "incident"},
+                          timeout=30) as resp:
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            for line in resp.iter_lines():
+                connected.set()
+                received.append(line)
+                if line.startswith("data: "):
+                    return
+
+    reader = threading.Thread(target=listen, daemon=True)
+    reader.start()
+    try:
+        assert connected.wait(10), "the stream did not open"
+        publish(mosquitto, f"gridwatch/devices/{device}/alarm", alarm_payload("stream-1", lon, lat))
+        reader.join(TIMEOUT)
+        events = [line for line in received if line.startswith("event: ")]
+        data = [json.loads(line[6:]) for line in received if line.startswith("data: ")]
+        assert events == ["event: incident"] and data[0]["event"] == "created" and data[0]["grid"] == grid
+    finally:
+        server.should_exit = True
+        thread.join(10)
