@@ -27,7 +27,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from alerts.calendar import NATURAL, Calendar, WorkCalendar
+from alerts.calendar import NATURAL, Calendar, NaturalCalendar, WorkCalendar
 from alerts.model import Incident, IncidentState, Light
 
 __all__ = [
@@ -120,6 +120,10 @@ class SlaConfig:
     def calendar_for(self, incident_type: str) -> Calendar:
         """The calendar the clocks of `incident_type` count on."""
         return self.calendars[self.rule_for(incident_type).calendar]
+
+    def working_prefixes(self) -> list[str]:
+        """Type prefixes whose clocks count working time (their yellow point can't be bounded in wall time)."""
+        return sorted(p for p, r in self.rules.items() if not isinstance(self.calendars[r.calendar], NaturalCalendar))
 
     def limits_by_prefix(self, stage: str) -> Mapping[str, timedelta]:
         """{type prefix: normal limit of `stage`}, e.g. for `limit_for`."""

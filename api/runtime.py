@@ -339,7 +339,8 @@ class Runtime:
         from alerts.escalation import sweep
 
         now = self.now()
-        candidates = self.store.incidents(IncidentQuery(states=tuple(OPEN_STATES), limit=100_000))
+        candidates = self.store.sla_candidates(now, yellow_at=self.sla_config.yellow_at,
+                                               working_prefixes=self.sla_config.working_prefixes())
         changed = 0
         for effect in sweep(candidates, now, self.sla_config):
             if not effect.changed:

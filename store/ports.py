@@ -214,6 +214,15 @@ class Store(Protocol):
     def incidents(self, query: IncidentQuery) -> list[Incident]:
         """Incidents matching the query, newest first."""
 
+    def sla_candidates(self, now: datetime, *, yellow_at: float, working_prefixes: Sequence[str],
+                       limit: int = 100_000) -> list[Incident]:
+        """Open incidents whose light may change at `now` (a superset; the SLA sweep decides).
+
+        Yellow or red ones, stopped clocks that still show a light, clocks of working-time types, and
+        natural clocks past their yellow point (deadline − (1 − yellow_at) × stage span ≤ now). Green
+        clocks far from yellow are skipped, so a sweep costs what changes, not what is open.
+        """
+
     def incident(self, incident_id: str) -> Incident | None:
         """One incident."""
 

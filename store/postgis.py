@@ -33,6 +33,7 @@ from store.migrate import load_migrations, pending
 from alerts.maintenance import MaintenanceWindow
 from store.ports import IncidentQuery, Position, StoredDeadLetter, StoredWindow
 from store.postgis_uow import (
+    OPEN_STATE_NAMES,
     ALARM_SELECT,
     INCIDENT_SELECT,
     Conn,
@@ -324,6 +325,21 @@ class PostgisStore(PostgisVersions):
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         params.append(max(0, query.limit))
         rows = self._query(f"{INCIDENT_SELECT}{where} ORDER BY created_at DESC, id DESC LIMIT %s", params)
+        return [codec.incident_from_values(r) for r in rows]
+
+    def sla_candidates(self, now: datetime, *, yellow_at: float, working_prefixes: Sequence[str],
+                       limit: int = 100_000) -> list[Incident]:
+        """Open incidents whose light may change at `now` (see store.ports)."""
+        rows = self._query(
+            f"{INCIDENT_SELECT} WHERE state = ANY(%(open)s) AND ("
+            " (deadline IS NULL AND light IS NOT NULL) OR light IN ('yellow', 'red')"
+            " OR (deadline IS NOT NULL AND (stage_started_at IS NULL"
+            "     OR deadline - (deadline - stage_started_at) * %(rest)s <= %(now)s))"
+            " OR (deadline IS NOT NULL AND type ^@ ANY(%(working)s::text[])))"
+            " ORDER BY deadline LIMIT %(limit)s",
+            {"open": OPEN_STATE_NAMES, "rest": 1.0 - yellow_at, "now": codec.to_utc(now, "now"),
+             "working": list(working_prefixes), "limit": limit},
+        )
         return [codec.incident_from_values(r) for r in rows]
 
     def incident(self, incident_id: str) -> Incident | None:

@@ -31,6 +31,7 @@ from store.ports import IncidentQuery, Position, StoredDeadLetter, StoredWindow
 from store.sqlite_uow import (
     ALARM_SELECT,
     INCIDENT_SELECT,
+    OPEN_STATE_NAMES,
     SqliteUnitOfWork,
     alarm_from_row,
     from_ts_text,
@@ -361,6 +362,21 @@ class SqliteStore(SqliteVersions):
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         params.append(max(0, query.limit))
         rows = self._query(f"{INCIDENT_SELECT}{where} ORDER BY created_at DESC, id DESC LIMIT ?", params)
+        return [incident_from_row(r) for r in rows]
+
+    def sla_candidates(self, now: datetime, *, yellow_at: float, working_prefixes: Sequence[str],
+                       limit: int = 100_000) -> list[Incident]:
+        """Open incidents whose light may change at `now` (see store.ports)."""
+        working = " OR ".join("substr(type, 1, ?) = ?" for _ in working_prefixes) or "0"
+        rows = self._query(
+            f"{INCIDENT_SELECT} WHERE state IN ({', '.join('?' * len(OPEN_STATE_NAMES))}) AND ("
+            " (deadline IS NULL AND light IS NOT NULL) OR light IN ('yellow', 'red')"
+            " OR (deadline IS NOT NULL AND (stage_started_at IS NULL"
+            "     OR julianday(deadline) - (julianday(deadline) - julianday(stage_started_at)) * ? <= julianday(?)))"
+            f" OR (deadline IS NOT NULL AND ({working}))) ORDER BY deadline LIMIT ?",
+            (*OPEN_STATE_NAMES, 1.0 - yellow_at, ts_text(now, "now"),
+             *[v for p in working_prefixes for v in (len(p), p)], limit),
+        )
         return [incident_from_row(r) for r in rows]
 
     def incident(self, incident_id: str) -> Incident | None:

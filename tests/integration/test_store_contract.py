@@ -845,3 +845,27 @@ def test_correlation_and_storm_queries(store_backend: Store) -> None:
         assert uow.open_incidents_near([], 50.0, T0) == []
         assert uow.recent_incident_counts([L3A, L3B, L3C], T0) == {L3A: 3, L3B: 1}  # any state; storms, older excluded
         assert {g: i.id for g, i in uow.open_storm_incidents([L3A, L3B]).items()} == {L3A: "s-1"}
+
+
+def test_sla_candidates_skip_green_clocks_far_from_yellow(store_backend: Store) -> None:
+    hour = timedelta(hours=1)
+
+    def clocked(iid: str, started: datetime, deadline: datetime | None, light: str | None = None, type_: str = "fence.intrusion",
+                state: IncidentState = IncidentState.DISPATCHED) -> Incident:
+        return dataclasses.replace(make_incident(iid, type=type_, state=state), stage="acknowledge",
+                                   stage_started_at=started, deadline=deadline, light=light)
+
+    now = T0
+    with store_backend.unit_of_work() as uow:
+        uow.save_incidents([
+            clocked("far", now, now + hour),  # 0 % used: skipped
+            clocked("yellowish", now - 50 * timedelta(minutes=1), now + 10 * timedelta(minutes=1)),  # 83 %: in
+            clocked("red", now - 2 * hour, now - hour, light="red"),  # in
+            clocked("stopped", now, None, light="green"),  # clock stopped, light to clear: in
+            clocked("closed", now - 2 * hour, now - hour, state=IncidentState.CLOSED),  # not open: out
+            clocked("city", now, now + 100 * hour, type_="city.litter"),  # working time: always in
+            dataclasses.replace(clocked("legacy", now, now + hour), stage=None, stage_started_at=None),  # old rows: in
+        ])
+    got = {i.id for i in store_backend.sla_candidates(now, yellow_at=0.75, working_prefixes=["city"])}
+    assert got == {"yellowish", "red", "stopped", "city", "legacy"}
+    assert "city" not in {i.id for i in store_backend.sla_candidates(now, yellow_at=0.75, working_prefixes=[])}
