@@ -400,8 +400,9 @@ class IncidentIntake:
             details=details or {},
         )
         rows = [HistoryEntry(incident.id, now, "report", None, IncidentState.REPORTED, actor)]
-        if self.auto_dispatch:  # the dispatch starts the "acknowledge" stage clock (alerts.sla)
+        if self.auto_dispatch:  # registered (auto for device alarms), then dispatched: the "acknowledge" clock starts
             incident.assignee = route.patroller_id
+            rows.append(workflow.apply(incident, "register", actor=AUTO_ACTOR, at=now, sla=self.sla_config))
             rows.append(workflow.apply(incident, "dispatch", actor=AUTO_ACTOR, at=now, sla=self.sla_config))
         else:  # waits for an operator: the register+dispatch clock runs
             sla.start_stage(incident, "register", now, self.sla_config)

@@ -28,7 +28,7 @@ _OPEN = frozenset(OPEN_STATES)
 TRANSITIONS: dict[str, tuple[frozenset[S], S | None]] = {
     "verify": (frozenset({S.REPORTED}), S.VERIFYING),
     "register": (frozenset({S.REPORTED, S.VERIFYING}), S.REGISTERED),
-    "dispatch": (frozenset({S.REPORTED, S.REGISTERED, S.RETURNED, S.CALLED_BACK}), S.DISPATCHED),
+    "dispatch": (frozenset({S.REGISTERED, S.RETURNED, S.CALLED_BACK}), S.DISPATCHED),
     "return": (frozenset({S.DISPATCHED}), S.RETURNED),
     "acknowledge": (frozenset({S.DISPATCHED, S.REWORK}), S.ACKNOWLEDGED),
     "arrive": (frozenset({S.ACKNOWLEDGED}), None),
@@ -40,7 +40,7 @@ TRANSITIONS: dict[str, tuple[frozenset[S], S | None]] = {
     "resolve": (frozenset({S.ACKNOWLEDGED}), S.RESOLVED),
     "check": (frozenset({S.RESOLVED}), S.CHECKING),
     "rework": (frozenset({S.CHECKING}), S.REWORK),
-    "close": (frozenset({S.REGISTERED, S.RESOLVED, S.CHECKING}), S.CLOSED),
+    "close": (frozenset({S.REGISTERED, S.CHECKING}), S.CLOSED),
     "call_back": (frozenset({S.CLOSED}), S.CALLED_BACK),
     "archive": (frozenset({S.CLOSED, S.CALLED_BACK}), S.ARCHIVED),
     "cancel": (frozenset({S.REPORTED, S.VERIFYING, S.PARKED}), S.CANCELLED),

@@ -124,7 +124,7 @@ def test_alarm_becomes_a_routed_dispatched_incident_visible_in_api_map_and_phone
         assert inc["state"] == "dispatched" and inc["device_id"] == device and inc["light"] == "green"
         detail = client.get(f"/api/v1/incidents/{inc['id']}").json()
         assert [a["msg_id"] for a in detail["alarms"]] == ["e2e-1"]
-        assert [h["action"] for h in detail["history"]] == ["report", "dispatch"]
+        assert [h["action"] for h in detail["history"]] == ["report", "register", "dispatch"]
         page = client.get(f"/map?grid={expected[:12]}").text
         assert inc["id"] in page
         events = wait_for(lambda: list(grid_listener.messages), what="the grid topic event")

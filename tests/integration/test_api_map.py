@@ -85,7 +85,7 @@ def test_map_wall_has_one_marker_per_open_incident_at_its_point(client: TestClie
 
 def test_closed_incident_leaves_the_map_wall(client: TestClient, incidents: dict[str, dict[str, object]]) -> None:
     fire = incidents["thermal.fire"]
-    for action in ("acknowledge", "resolve", "close"):
+    for action in ("acknowledge", "resolve", "check", "close"):
         assert client.post(f"/api/v1/incidents/{fire['id']}/actions", json={"action": action}).status_code == 200
 
     html = get_map(client)

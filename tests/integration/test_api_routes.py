@@ -345,7 +345,8 @@ def test_incident_detail_has_its_alarms_with_raw_payload_and_its_history(client:
     assert (a1["lon"], a1["lat"]) == (None, None)
     assert [(h["action"], h["from"], h["to"], h["actor"]) for h in body["history"]] == [
         ("report", None, "reported", f"device:{device.id}"),
-        ("dispatch", "reported", "dispatched", "system:auto-dispatch"),
+        ("register", "reported", "registered", "system:auto-dispatch"),
+        ("dispatch", "registered", "dispatched", "system:auto-dispatch"),
     ]
     assert {iso(h["at"]) for h in body["history"]} == {T0}
 
@@ -376,7 +377,8 @@ def act(client: TestClient, incident_id: str, action: str, **extra: Any) -> Any:
 
 def test_acknowledge_resolve_close_writes_one_history_row_each(client: TestClient, clock: Clock, incidents: dict[str, str]) -> None:
     incident_id = incidents["fence.intrusion"]
-    steps = [("acknowledge", "dispatched", "acknowledged", 3), ("resolve", "acknowledged", "resolved", 10), ("close", "resolved", "closed", 12)]
+    steps = [("acknowledge", "dispatched", "acknowledged", 3), ("resolve", "acknowledged", "resolved", 10),
+             ("check", "resolved", "checking", 11), ("close", "checking", "closed", 12)]
 
     for action, before, after, minute in steps:
         clock.now = T0 + timedelta(minutes=minute)
@@ -393,12 +395,14 @@ def test_acknowledge_resolve_close_writes_one_history_row_each(client: TestClien
     assert detail["state"] == "closed" and detail["light"] is None and detail["note"] == "close done"
     assert [(h["action"], h["from"], h["to"]) for h in detail["history"]] == [
         ("report", None, "reported"),
-        ("dispatch", "reported", "dispatched"),
+        ("register", "reported", "registered"),
+        ("dispatch", "registered", "dispatched"),
         ("acknowledge", "dispatched", "acknowledged"),
         ("resolve", "acknowledged", "resolved"),
-        ("close", "resolved", "closed"),
+        ("check", "resolved", "checking"),
+        ("close", "checking", "closed"),
     ]
-    assert [iso(h["at"]) for h in detail["history"][2:]] == [T0 + timedelta(minutes=m) for m in (3, 10, 12)]
+    assert [iso(h["at"]) for h in detail["history"][3:]] == [T0 + timedelta(minutes=m) for m in (3, 10, 11, 12)]
     assert listed(client, status="closed") == [incident_id]
 
 
@@ -423,12 +427,12 @@ def test_close_on_a_dispatched_incident_is_409_naming_state_and_action(client: T
     assert {"return", "acknowledge", "escalate", "supervise", "remind"} <= set(body["allowed"]) and "close" not in body["allowed"]
     assert "'close'" in body["detail"] and "'dispatched'" in body["detail"] and incident_id in body["detail"]
     detail = client.get(f"/api/v1/incidents/{incident_id}").json()
-    assert detail["state"] == "dispatched" and len(detail["history"]) == 2
+    assert detail["state"] == "dispatched" and len(detail["history"]) == 3
 
 
 def test_acting_on_a_closed_incident_is_409(client: TestClient, incidents: dict[str, str]) -> None:
     incident_id = incidents["fence.cut"]
-    for action in ("acknowledge", "resolve", "close"):
+    for action in ("acknowledge", "resolve", "check", "close"):
         assert act(client, incident_id, action).status_code == 200
 
     body = problem(act(client, incident_id, "acknowledge"), 409)

@@ -62,12 +62,14 @@ def test_happy_path_from_dispatch_to_archive_with_the_right_actors(manual_client
     client = manual_client
     incident_id = raise_alarm(manual)
     detail = client.get(f"/api/v1/incidents/{incident_id}").json()
-    assert detail["state"] == "reported" and "dispatch" in detail["allowed_actions"]
+    assert detail["state"] == "reported" and "register" in detail["allowed_actions"]
+    assert "dispatch" not in detail["allowed_actions"]  # registered (立案) first, design §6
     _, _, center = centers(detail)
     patroller = detail["route"]["patroller_id"] or manual.patrollers[0].id
     me = f"patroller:{patroller}"
 
     steps: list[tuple[str, str, dict[str, Any], str, str | None]] = [
+        ("register", center, {}, "registered", "register"),
         ("dispatch", center, {"assignee": patroller}, "dispatched", "acknowledge"),
         ("acknowledge", me, {}, "acknowledged", "handle"),
         ("arrive", me, {}, "acknowledged", "handle"),
@@ -97,7 +99,8 @@ def test_happy_path_from_dispatch_to_archive_with_the_right_actors(manual_client
     rows = [(h["action"], h["from"], h["to"], h["actor"]) for h in detail["history"]]
     assert rows[0][:3] == ("report", None, "reported")
     assert rows[1:] == [
-        ("dispatch", "reported", "dispatched", center),
+        ("register", "reported", "registered", center),
+        ("dispatch", "registered", "dispatched", center),
         ("acknowledge", "dispatched", "acknowledged", me),
         ("arrive", "acknowledged", "acknowledged", me),
         ("resolve", "acknowledged", "resolved", me),
@@ -106,7 +109,7 @@ def test_happy_path_from_dispatch_to_archive_with_the_right_actors(manual_client
         ("call_back", "closed", "called_back", center),
         ("archive", "called_back", "archived", center),
     ]
-    assert detail["history"][1]["note"] == f"to patroller {patroller}; dispatch note"
+    assert detail["history"][2]["note"] == f"to patroller {patroller}; dispatch note"
 
 
 def test_detail_lists_the_allowed_actions_and_those_of_one_actor(client: TestClient, rt: Runtime) -> None:
@@ -136,7 +139,7 @@ def test_illegal_transition_is_409_naming_state_and_action(client: TestClient, r
     assert (body["state"], body["action"]) == ("dispatched", "archive")
     assert "'archive'" in body["detail"] and "'dispatched'" in body["detail"]
     assert "acknowledge" in body["allowed"]
-    assert len(client.get(f"/api/v1/incidents/{incident_id}").json()["history"]) == 2
+    assert len(client.get(f"/api/v1/incidents/{incident_id}").json()["history"]) == 3  # report, register, dispatch
 
 
 def test_escalate_goes_up_to_the_district_then_409(client: TestClient, rt: Runtime) -> None:
@@ -160,7 +163,7 @@ def test_patroller_acting_on_someone_elses_incident_is_403(client: TestClient, r
 
     assert stranger in body["detail"] and incident_id in body["detail"]
     after = client.get(f"/api/v1/incidents/{incident_id}").json()
-    assert after["state"] == "dispatched" and len(after["history"]) == 2
+    assert after["state"] == "dispatched" and len(after["history"]) == 3
     problem(act(client, incident_id, "close", f"patroller:{detail['assignee']}"), 403)  # a center action
 
 
@@ -201,6 +204,8 @@ def test_bad_params_or_actor_are_422_naming_the_field(
 def test_dispatch_without_assignee_or_unit_is_422(manual_client: TestClient, manual: Runtime) -> None:
     incident_id = raise_alarm(manual)
     _, _, center = centers(manual_client.get(f"/api/v1/incidents/{incident_id}").json())
+    assert problem(act(manual_client, incident_id, "dispatch", center, params={"unit": "w"}), 409)["state"] == "reported"
+    assert ok(act(manual_client, incident_id, "register", center))["state"] == "registered"  # 立案 before 派遣
 
     body = problem(act(manual_client, incident_id, "dispatch", center), 422)
     assert [e["field"] for e in body["errors"]] == ["params.assignee"]

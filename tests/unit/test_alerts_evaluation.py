@@ -58,6 +58,8 @@ def build(
                    assignee=assignee, escalation_level=escalation, self_handled=self_handled)
     rows = [HistoryEntry(iid, at(created), "report", None, IncidentState.REPORTED, "test")]
     for action, minute in steps:
+        if action == "dispatch" and inc.state is IncidentState.REPORTED:  # registered first (design §6)
+            rows.append(workflow.apply(inc, "register", actor="test", at=at(minute)))
         params = {"until": at(deadline)} if action == "approve_extension" and deadline is not None else None
         kw = {"params": params} if params else {}
         rows.append(workflow.apply(inc, action, actor="test", at=at(minute), **kw))

@@ -58,7 +58,7 @@ def test_alarm_opens_dispatched_incident_routed_to_nearest_on_duty_patroller(int
     assert (inc.route.l3, inc.route.l2, inc.route.l1) == (G1, G1[:12], G1[:9])
     assert inc.route.rule == "nearest-on-duty" and inc.route.point_source == "payload"
     assert inc.deadline == T0 + timedelta(minutes=15)
-    assert [h.action for h in store.history] == ["report", "dispatch"]
+    assert [h.action for h in store.history] == ["report", "register", "dispatch"]
     topics = {n.topic for n in store.notes}
     assert topics == {f"gridwatch/grids/{G1}/incidents", "gridwatch/patrollers/P2/alerts"}
 
