@@ -9,10 +9,10 @@ Incidents whose grid does not change keep everything, including their version id
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from alerts.intake import grid_topic, patroller_topic
 from alerts.model import HistoryEntry, Incident, Notification
@@ -22,6 +22,15 @@ from alerts.views import incident_dict
 REGRID_ACTION = "regrid"
 Policy = Literal["keep", "move"]
 POLICIES: tuple[Policy, ...] = ("keep", "move")
+
+
+class RegridUnitOfWork(Protocol):
+    """The slice of store.ports.UnitOfWork a re-attribution writes through."""
+
+    def get_incident(self, incident_id: str, *, for_update: bool = False) -> Incident | None: ...
+    def save_incidents(self, incidents: Sequence[Incident]) -> None: ...
+    def add_history(self, entries: Sequence[HistoryEntry]) -> None: ...
+    def add_notifications(self, notifications: Sequence[Notification]) -> list[int]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,3 +69,22 @@ def regrid(
     topics = [grid_topic(c) for c in (old.l3, new.l3) if c is not None]
     topics += [patroller_topic(p) for p in dict.fromkeys((previous_owner, incident.assignee)) if p is not None]
     return RegridOutcome(incident, entry, [Notification(t, body) for t in topics], old.l3, new.l3)
+
+
+def regrid_in(
+    uow: RegridUnitOfWork, incident_id: str, router: Router, *, now: datetime, actor: str,
+    positions: Mapping[str, HasLonLat], unless_version: int | None = None,
+) -> RegridOutcome | None:
+    """Lock an incident, re-route it with `router` and write the move (row, audit, notifications).
+
+    `unless_version`: leave it alone when it was already routed with that grid version.
+    """
+    incident = uow.get_incident(incident_id, for_update=True)
+    if incident is None or (unless_version is not None and incident.route.grid_version == unless_version):
+        return None
+    outcome = regrid(incident, router, now=now, actor=actor, positions=positions)
+    if outcome is not None:
+        uow.save_incidents([outcome.incident])
+        uow.add_history([outcome.entry])
+        uow.add_notifications(outcome.notifications)
+    return outcome

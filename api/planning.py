@@ -24,7 +24,7 @@ import numpy as np
 import shapely
 
 from alerts.model import OPEN_STATES
-from alerts.regrid import POLICIES, regrid
+from alerts.regrid import POLICIES, regrid_in
 from alerts.routing import Router
 from geo.diff import IncidentPoint, diff_versions
 from geo.gridfile import assemble_draft, read_grid_file, write_grid_file
@@ -263,17 +263,10 @@ class Planning:
             uow.set_patroller_grids(patroller_moves)
             if policy == "move":
                 for candidate in candidates:
-                    incident = uow.get_incident(candidate.id, for_update=True)
-                    if incident is None:
-                        continue
-                    outcome = regrid(incident, router, now=at, actor=actor, positions=positions)
-                    if outcome is None:
-                        continue
-                    uow.save_incidents([outcome.incident])
-                    uow.add_history([outcome.entry])
-                    uow.add_notifications(outcome.notifications)
-                    moved.append({"id": incident.id, "from": outcome.from_grid, "to": outcome.to_grid,
-                                  "assignee": incident.assignee})
+                    outcome = regrid_in(uow, candidate.id, router, now=at, actor=actor, positions=positions)
+                    if outcome is not None:
+                        moved.append({"id": candidate.id, "from": outcome.from_grid, "to": outcome.to_grid,
+                                      "assignee": outcome.incident.assignee})
         logger.info("published grid version %s (policy %s): %d devices, %d patrollers, %d incidents moved",
                     version_id, policy, len(device_moves), len(patroller_moves), len(moved))
         return PublishResult(version, current.id if current else None, policy, len(device_moves),

@@ -17,7 +17,7 @@ from alerts.correlate import CorrelationConfig
 from alerts.intake import IncidentIntake, IntakeResult, grid_topic, patroller_topic
 from alerts.model import OPEN_STATES, Notification
 from alerts.outbox import OutboxRelay
-from alerts.regrid import regrid
+from alerts.regrid import regrid_in
 from alerts.routing import Router
 from alerts.views import incident_dict
 from api.settings import Settings
@@ -192,16 +192,10 @@ class Runtime:
                 with self.store.unit_of_work() as uow:
                     if self.store.version_token() != version.id:
                         break  # yet another version was published: its own swap catches up
-                    current = uow.get_incident(incident.id, for_update=True)
-                    if current is None or current.route.grid_version == version.id:
-                        continue  # another process caught it up already
-                    outcome = regrid(current, self.router, now=self.now(), actor="system:regrid", positions=self.intake.positions)
-                    if outcome is None:
-                        continue
-                    uow.save_incidents([outcome.incident])
-                    uow.add_history([outcome.entry])
-                    uow.add_notifications(outcome.notifications)
-                    moved += 1
+                    # unless another process caught it up already
+                    outcome = regrid_in(uow, incident.id, self.router, now=self.now(), actor="system:regrid",
+                                        positions=self.intake.positions, unless_version=version.id)
+                    moved += outcome is not None
             except Exception:  # noqa: BLE001 - the next swap (or an operator) can still move it
                 logger.warning("catching up incident %s to grid version %s failed", incident.id, version.id, exc_info=True)
         if moved:
@@ -356,8 +350,7 @@ class Runtime:
                 uow.add_history(fresh.history)
                 ids = uow.add_notifications(fresh.notifications)
             changed += 1
-            if self.worker is not None and ids:
-                self.outbox.submit(list(zip(ids, fresh.notifications, strict=True)))
+            self._relay(list(zip(ids, fresh.notifications, strict=True)))
         return changed
 
     def run_sla(self, interval: float | None = None) -> None:
