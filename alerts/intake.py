@@ -30,7 +30,14 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
 
 from alerts import sla, workflow
-from alerts.correlate import CORRELATE_LOCK, STORM_TYPE, CorrelationConfig, NearIndex, add_device, correlates_with
+from alerts.correlate import (
+    CORRELATE_LOCK,
+    STORM_TYPE,
+    CorrelationConfig,
+    NearIndex,
+    add_device,
+    correlates_with,
+)
 from alerts.maintenance import MaintenanceCalendar, MaintenanceWindow
 from alerts.model import HistoryEntry, Incident, IncidentState, Notification
 from alerts.routing import HasLonLat, Located, Router, device_point
@@ -106,6 +113,11 @@ class IntakeResult:
     muted: int = 0  # alarms stored without an incident (maintenance window)
     correlated: int = 0  # alarms that joined an incident of another device (cross-device correlation)
     folded: int = 0  # alarms folded into a storm incident
+    readings: int = 0  # readings stored (duplicates skipped)
+    statuses: int = 0  # device status / heartbeat events stored
+    alarm_ends: int = 0  # stored alarms an AlarmEnd closed
+    suppressed: int = 0  # level-triggered alarms whose state was already active
+    came_back: list[str] = field(default_factory=list)  # devices that were offline and sent again
 
 
 class Place(NamedTuple):
@@ -155,6 +167,10 @@ class IncidentIntake:
     def cooldown(self) -> timedelta:
         """Repeats of (device, type) within this join the open incident."""
         return self.config.cooldown
+
+    def forget_places(self) -> None:
+        """Drop cached device places (the registry changed: a device may have moved)."""
+        self._device_places = {}
 
     def remember_positions(self, positions: Mapping[str, HasLonLat]) -> None:
         """Seed the last known positions (e.g. from the store at start-up)."""

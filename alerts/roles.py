@@ -39,6 +39,8 @@ CENTER_ACTIONS = frozenset(
     }
 )
 
+#: Actions only the system takes (clear: a device-status incident whose cause went away).
+SYSTEM_ACTIONS = frozenset({"clear"})
 
 _ID = re.compile(r"^[0-9A-Za-z_.@-][0-9A-Za-z_.@:-]{0,99}$")
 _GRID = re.compile(r"^[0-9A-Za-z_.-]{1,64}$")
@@ -117,6 +119,8 @@ def why_not(actor: Actor, action: str, incident: Incident) -> str | None:
     """None when `actor` may take `action` on `incident`, else the reason it may not."""
     if actor.kind == "system":
         return None
+    if action in SYSTEM_ACTIONS:
+        return f"only the system may {action!r}"
     if action not in HANDLER_ACTIONS and action not in CENTER_ACTIONS:
         return f"unknown action {action!r}"
     if actor.kind in ("patroller", "unit"):

@@ -12,7 +12,6 @@ clocks through alerts.sla (start_stage / pause / resume / extend).
 from __future__ import annotations
 
 import re
-
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -44,6 +43,9 @@ TRANSITIONS: dict[str, tuple[frozenset[S], S | None]] = {
     "call_back": (frozenset({S.CLOSED}), S.CALLED_BACK),
     "archive": (frozenset({S.CLOSED, S.CALLED_BACK}), S.ARCHIVED),
     "cancel": (frozenset({S.REPORTED, S.VERIFYING, S.PARKED}), S.CANCELLED),
+    # the system closes a device-status incident whose cause went away (device.offline: the device is back)
+    "clear": (frozenset({S.REGISTERED, S.DISPATCHED, S.RETURNED, S.ACKNOWLEDGED, S.EXTENSION_REQUESTED, S.PARKED, S.REWORK}),
+              S.CLOSED),
     # cross-cutting actions on open incidents: the state stays
     "escalate": (_OPEN, None),
     "supervise": (_OPEN, None),
@@ -156,6 +158,7 @@ PARAMS: dict[str, tuple[str, ...]] = {
     "resolve": ("photos",),
     "call_back": ("satisfied",),
     "cancel": ("reason",),
+    "clear": ("reason",),
     "set_track": ("track",),
     "set_difficulty": ("difficulty",),
 }
@@ -165,7 +168,7 @@ def check_params(action: str, params: Mapping[str, Any] | None) -> dict[str, Any
     """Validate and normalize the params of `action` (pure); raise InvalidParamsError naming the field.
 
     dispatch: exactly one of `assignee` (patroller id) or `unit` (handling unit name);
-    return, park: `reason`; request_extension: optional `until`, `reason`; approve_extension: `until`
+    return, park, clear: `reason`; request_extension: optional `until`, `reason`; approve_extension: `until`
     (the new deadline, ISO-8601 with a zone); reject_extension, cancel: optional `reason`;
     resolve: optional `photos` (photo references: URL strings or objects such as those of POST /reports;
     kept in details["photos"] as dicts tagged {"action": "resolve"}); call_back: `satisfied` (bool);
@@ -187,7 +190,7 @@ def check_params(action: str, params: Mapping[str, Any] | None) -> dict[str, Any
         if (assignee is None) == (unit is None):
             raise InvalidParamsError(action, "assignee", "give exactly one of assignee (patroller id) or unit")
         out = {"assignee": assignee, "unit": unit}
-    elif action in ("return", "park"):
+    elif action in ("return", "park", "clear"):
         out = {"reason": _text(action, params, "reason", required=True)}
     elif action in ("reject_extension", "cancel"):
         out = {"reason": _text(action, params, "reason", required=False)}
@@ -332,6 +335,10 @@ def _effects(incident: Incident, action: str, before: S, p: dict[str, Any], at: 
         details["call_back"] = {"satisfied": p["satisfied"], "at": at.isoformat()}
         return "satisfied" if p["satisfied"] else "not satisfied"
     if action == "cancel":
+        return p["reason"]
+    if action == "clear":
+        incident.closed_at = at
+        details["cleared"] = {"reason": p["reason"], "at": at.isoformat()}
         return p["reason"]
     if action == "escalate":
         was = incident.escalation_level

@@ -10,7 +10,21 @@ from fastapi.responses import RedirectResponse
 
 from api.bodylimit import BodyLimit
 from api.errors import add_exception_handlers
-from api.routes import evaluation, grids, gridversions, incidents, locate, maintenance, pages, registry, reports, stream
+from api.routes import (
+    deadletters,
+    devices,
+    evaluation,
+    grids,
+    gridversions,
+    incidents,
+    ingest_http,
+    locate,
+    maintenance,
+    pages,
+    registry,
+    reports,
+    stream,
+)
 from api.runtime import Runtime
 from api.settings import Settings
 
@@ -43,10 +57,11 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *, with_inges
     if runtime is not None:
         app.state.runtime = runtime
     api = APIRouter(prefix="/api/v1")
-    for module in (locate, grids, gridversions, incidents, reports, evaluation, maintenance, registry, stream):
+    for module in (locate, grids, gridversions, incidents, reports, evaluation, maintenance, registry, devices, deadletters, stream):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(pages.router)
+    app.include_router(ingest_http.router)
     add_exception_handlers(app)
 
     def body_limit(method: str, path: str) -> int:
@@ -55,6 +70,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *, with_inges
         if method == "POST" and (path.rstrip("/") in ("/api/v1/reports", "/api/v1/open311/requests.json")
                                  or (path.startswith("/api/v1/incidents/") and path.rstrip("/").endswith("/photos"))):
             return settings.max_photos * settings.max_photo_bytes + 1024 * 1024
+        if method == "POST" and path.rstrip("/") == "/ingest/isapi":  # an event with up to 8 pictures
+            return 8 * 5 * 1024 * 1024 + 1024 * 1024
+        if method == "POST" and path.rstrip("/") == "/api/v1/devices/import":
+            return settings.max_upload_bytes
         return settings.max_body_bytes
 
     app.add_middleware(BodyLimit, limit_for=body_limit)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from api.cli_devices import devices_app
 from api.cli_grids import grids_app
 
 app = typer.Typer(help="gridwatch: grid management and IoT alarm monitoring.", no_args_is_help=True)
@@ -18,6 +19,7 @@ dl_app = typer.Typer(help="Dead letters: messages that could not be accepted.", 
 app.add_typer(db_app, name="db")
 app.add_typer(dl_app, name="deadletters")
 app.add_typer(grids_app, name="grids")
+app.add_typer(devices_app, name="devices")
 
 SAMPLE_LABEL = "sample-district-seed-7"
 logger = logging.getLogger("gridwatch")
@@ -29,13 +31,13 @@ def _logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _settings(**overrides: object):  # noqa: ANN202 - lazy import keeps `--help` fast
+def _settings(**overrides: object):
     from api.settings import Settings
 
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def seed_store(store, seed: int = 7) -> int:  # noqa: ANN001
+def seed_store(store, seed: int = 7) -> int:
     """Load the sample district into a store unless it is there already; return the version id."""
     from geo.district import build_sample_district
 
@@ -74,15 +76,74 @@ def seed(
 def deadletters_list(
     database_url: Annotated[str | None, typer.Option(envvar="GRIDWATCH_DATABASE_URL")] = None,
     limit: int = 20,
+    reason: Annotated[str | None, typer.Option(help="only this reason, e.g. unknown_device")] = None,
+    pending: Annotated[bool, typer.Option("--pending", help="only letters not replayed yet")] = False,
 ) -> None:
-    """Show the newest dead letters with their reasons."""
+    """Show the newest dead letters with their reasons, and the counters per reason."""
     from store import open_store
 
     store = open_store(_settings(database_url=database_url).database_url)
-    for row in store.dead_letters(limit=limit):
-        dl = row.dead_letter
-        typer.echo(f"{row.id:>6}  {dl.received_at:%Y-%m-%d %H:%M:%S}  {dl.reason:<18} {dl.topic}  {dl.detail[:80]}")
-    store.close()
+    try:
+        for row in store.dead_letters(limit=limit, reason=reason, pending_only=pending):
+            dl = row.dead_letter
+            mark = " replayed" if row.replayed_at else ""
+            typer.echo(f"{row.id:>6}  {dl.received_at:%Y-%m-%d %H:%M:%S}  {dl.reason:<18} {dl.topic}  {dl.detail[:80]}{mark}")
+        counts = store.dead_letter_counts()
+        if counts:
+            typer.echo("by reason: " + ", ".join(f"{r} {c.get('pending', 0)} pending / {c.get('replayed', 0)} replayed"
+                                                 for r, c in sorted(counts.items())))
+    finally:
+        store.close()
+
+
+@dl_app.command("show")
+def deadletters_show(letter_id: int, database_url: Annotated[str | None, typer.Option(envvar="GRIDWATCH_DATABASE_URL")] = None) -> None:
+    """Print one dead letter: topic, reason, detail, replay history and the whole payload."""
+    from api.routes.deadletters import letter_dict
+    from store import open_store
+
+    store = open_store(_settings(database_url=database_url).database_url)
+    try:
+        row = store.dead_letter(letter_id)
+        if row is None:
+            typer.echo(f"dead letter {letter_id} not found", err=True)
+            raise typer.Exit(1)
+        for key, value in letter_dict(row, full=True).items():
+            typer.echo(f"{key:>13}: {value}")
+    finally:
+        store.close()
+
+
+@dl_app.command("replay")
+def deadletters_replay(
+    ids: Annotated[list[int] | None, typer.Argument(help="dead letter ids (or use --reason)")] = None,
+    reason: Annotated[str | None, typer.Option(help="replay every pending letter of this reason, oldest first")] = None,
+    limit: int = 1000,
+    database_url: Annotated[str | None, typer.Option(envvar="GRIDWATCH_DATABASE_URL")] = None,
+) -> None:
+    """Decode dead letters again with today's adapters and registry; store what now passes.
+
+    E.g. after registering a device: `gridwatch deadletters replay --reason unknown_device`.
+    Notifications of incidents a replay creates wait in the outbox for the next running service.
+    """
+    from api.runtime import Runtime
+
+    todo = list(ids or [])
+    if not todo and reason is None:
+        typer.echo("give dead letter ids or --reason", err=True)
+        raise typer.Exit(2)
+    rt = Runtime.open(_settings(database_url=database_url))
+    try:
+        if reason is not None:
+            todo.extend(r.id for r in reversed(rt.store.dead_letters(limit=limit, reason=reason, pending_only=True)))
+        results = rt.replay_dead_letters(todo)
+    finally:
+        rt.close()
+    for r in results:
+        extra = r.get("result") or f"{r.get('reason', '')}: {r.get('detail', '')}".strip(": ")
+        typer.echo(f"{r['id']:>6}  {r['status']:<16} {extra}")
+    accepted = sum(1 for r in results if r["status"] == "accepted")
+    typer.echo(f"{accepted} of {len(results)} accepted")
 
 
 def _wait(duration: float | None, stop: threading.Event) -> None:
@@ -94,7 +155,7 @@ def _wait(duration: float | None, stop: threading.Event) -> None:
     stop.wait(duration)
 
 
-def _serve_http(app_, host: str, port: int):  # noqa: ANN001, ANN202
+def _serve_http(app_, host: str, port: int):
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning", lifespan="on"))

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -24,8 +25,10 @@ from api.settings import Settings
 from api.stream import EventHub
 from geo.index import GridIndex
 from geo.model import Grid, GridVersion
-from ingest.decode import decode_message
-from ingest.model import Alarm, DeadLetter, PatrollerPosition
+from ingest.decode import VENDOR_FILTERS, decode_messages
+from ingest.model import DeadLetter, HaEntity, Normalized, PatrollerPosition
+from ingest.pipeline import Batch, Inbound, LevelFilter, assemble
+from ingest.registry import Registry
 from store import open_store
 from store.ports import IncidentQuery, Store
 
@@ -34,8 +37,8 @@ logger = logging.getLogger(__name__)
 DECODE_ERROR = "decode_error"
 STORE_REJECTED = "store_rejected"
 
-#: Topic filters the ingest worker subscribes to (reading/status topics arrive with the devices issue).
-INGEST_TOPICS = ("gridwatch/devices/+/alarm", "gridwatch/patrollers/+/location", "owntracks/+/+")
+#: Topic filters the ingest worker subscribes to: gridwatch topics and every vendor adapter's prefix.
+INGEST_TOPICS = VENDOR_FILTERS
 
 
 def merge(total: IntakeResult, part: IntakeResult) -> None:
@@ -44,12 +47,20 @@ def merge(total: IntakeResult, part: IntakeResult) -> None:
     total.duplicates += part.duplicates
     total.dead_letters += part.dead_letters
     total.positions += part.positions
+    total.readings += part.readings
+    total.statuses += part.statuses
+    total.alarm_ends += part.alarm_ends
+    total.suppressed += part.suppressed
     total.muted += part.muted
     total.correlated += part.correlated
     total.folded += part.folded
     total.incidents_created.extend(part.incidents_created)
     total.incidents_joined.extend(i for i in part.incidents_joined if i not in total.incidents_joined)
     total.notifications.extend(part.notifications)
+
+
+def _mark_replayed(uow: Any, *, letter_id: int, at: datetime, summary: str) -> None:
+    uow.mark_dead_letters([letter_id], at=at, result=summary, replayed=True)
 
 
 def utcnow() -> datetime:
@@ -67,7 +78,15 @@ class Runtime:
         self.worker: Any = None
         self.outbox = OutboxRelay(store, self._publish, retry_seconds=settings.outbox_retry_seconds,
                                   publish_nowait=self._publish_nowait)
-        self.stats = {"batches": 0, "messages": 0, "alarms_stored": 0, "duplicates": 0, "dead_letters": 0, "incidents_created": 0}
+        self.stats = {"batches": 0, "messages": 0, "alarms_stored": 0, "duplicates": 0, "dead_letters": 0, "incidents_created": 0,
+                      "readings": 0, "statuses": 0, "alarm_ends": 0, "level_repeats": 0}
+        from alerts.thresholds import ThresholdWatch, load_rules
+
+        self.levels = LevelFilter()  # level-triggered sensor alarms that are active (rising edges only)
+        self.thresholds = ThresholdWatch(load_rules(settings.threshold_rules))
+        self.ha_entities: dict[str, list[HaEntity]] = {}  # Home Assistant discovery: state topic → its entities
+        self._health_stop = threading.Event()
+        self._health_thread: threading.Thread | None = None
         self._swap = threading.Lock()  # held while a batch is handled and while a new grid version is swapped in
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -168,6 +187,7 @@ class Runtime:
                     if mine is None or getattr(pos, "ts", None) and getattr(mine, "ts", None) and pos.ts > mine.ts:
                         intake.positions[pid] = pos
             self.index, self.grid_by_code, self.devices = index, {g.code: g for g in grids}, devices
+            self.registry = Registry(devices.values())
             self.patrollers, self.router, self.intake = patrollers, router, intake
             self.reloads += 1
         logger.info("grid index: version %s, %d grids, %d devices, %d patrollers", index.version, len(grids), len(devices), len(patrollers))
@@ -196,7 +216,7 @@ class Runtime:
                     outcome = regrid_in(uow, incident.id, self.router, now=self.now(), actor="system:regrid",
                                         positions=self.intake.positions, unless_version=version.id)
                     moved += outcome is not None
-            except Exception:  # noqa: BLE001 - the next swap (or an operator) can still move it
+            except Exception:
                 logger.warning("catching up incident %s to grid version %s failed", incident.id, version.id, exc_info=True)
         if moved:
             logger.info("grid version %s: %d incident(s) routed with the old grids during the swap moved", version.id, moved)
@@ -229,7 +249,7 @@ class Runtime:
                     self.refresh_maintenance()
                     if self.settings.stage_drafts:
                         self.stage_newest_draft()
-                except Exception:  # noqa: BLE001 - a store hiccup must not end the watch
+                except Exception:
                     logger.warning("checking the current grid version failed; trying again in %.1f s", every, exc_info=True)
 
         self._watcher = threading.Thread(target=loop, name="grid-version-watch", daemon=True)
@@ -240,7 +260,7 @@ class Runtime:
 
         try:
             found = grid_neighbours(grids)
-        except Exception:  # noqa: BLE001 - routing works without the neighbour step
+        except Exception:
             logger.warning("grid adjacency of version %s failed; no neighbour routing", version, exc_info=True)
             return
         self._neighbours = {version: found}
@@ -364,7 +384,7 @@ class Runtime:
             while not self._sla_stop.wait(every):
                 try:
                     self.sla_sweep()
-                except Exception:  # noqa: BLE001 - a store hiccup must not end the clocks
+                except Exception:
                     logger.warning("SLA sweep failed; trying again in %.1f s", every, exc_info=True)
 
         self._sla_thread = threading.Thread(target=loop, name="sla-sweep", daemon=True)
@@ -376,6 +396,133 @@ class Runtime:
         if self._sla_thread is not None:
             self._sla_thread.join(timeout=10)
         self._sla_thread = None
+
+    # --- device health (design §1: devices and their state; issue 5) -----------------------------
+    def health_sweep(self) -> int:
+        """Raise `device.offline` for devices silent longer than their interval; return how many."""
+        from alerts.health import offline_alarm
+        from ingest.model import DeviceStatus
+
+        now = self.now()
+        silent = [(d, since, every) for d, since, every in self.store.silent_devices(now) if d in self.devices]
+        if not silent:
+            return 0
+        alarms = [offline_alarm(d, since=since, now=now, reason="silent", interval_s=every) for d, since, every in silent]
+        with self._swap, self.store.unit_of_work() as uow:
+            uow.set_device_states([(d, "offline", now, {"reason": "silent", "last_seen": since.isoformat()}) for d, since, _ in silent])
+            uow.add_device_events([DeviceStatus(d, now, False, "watchdog", now, b"", {"last_seen": since.isoformat()})
+                                   for d, since, _ in silent])
+            result = self.intake.accept(uow, alarms=alarms, now=now)
+        for d, _, _ in silent:
+            self._offer_device(d, "offline", "watchdog", now)
+        self._relay(result.notifications)
+        logger.info("health: %d device(s) offline: %s", len(silent), ", ".join(d for d, _, _ in silent[:10]))
+        return len(silent)
+
+    def _clear_offline(self, device_ids: Sequence[str]) -> int:
+        """Close the open `device.offline` incidents of devices that came back (system action `clear`)."""
+        from alerts.actions import perform
+        from alerts.health import HEALTH_ACTOR, OFFLINE, clear_reason
+
+        now = self.now()
+        cleared = 0
+        with self.store.unit_of_work() as uow:
+            found = uow.open_incidents_for([(d, OFFLINE) for d in sorted(set(device_ids))], datetime(1970, 1, 1, tzinfo=UTC))
+        for (device_id, _), incident in found.items():
+            try:
+                outcome = perform(self.store.unit_of_work, incident.id, "clear", actor=HEALTH_ACTOR, now=now,
+                                  params={"reason": clear_reason(device_id, now)}, sla=self.sla_config)
+            except Exception:
+                logger.info("health: could not clear incident %s of device %s", incident.id, device_id, exc_info=True)
+                continue
+            cleared += 1
+            self._relay(outcome.notifications)
+        for device_id in device_ids:
+            self._offer_device(device_id, "online", "back", now)
+        return cleared
+
+    def _offer_device(self, device_id: str, state: str, source: str, ts: datetime) -> None:
+        """A device state change on the live stream (`device` events)."""
+        import json
+
+        body = {"event": "device", "device_id": device_id, "state": state, "source": source, "ts": ts.isoformat()}
+        device = self.devices.get(device_id)
+        if device is not None:
+            body["grid_code"] = device.grid_code
+        self._offer(f"gridwatch/devices/{device_id}/state", json.dumps(body).encode())
+
+    def run_health(self, interval: float | None = None) -> None:
+        """Run the health sweep in a thread every `interval` seconds (Settings.health_sweep_seconds)."""
+        if self._health_thread is not None:
+            return
+        every = self.settings.health_sweep_seconds if interval is None else interval
+        self._health_stop.clear()
+
+        def loop() -> None:
+            while not self._health_stop.wait(every):
+                try:
+                    self.health_sweep()
+                except Exception:
+                    logger.warning("health sweep failed; trying again in %.1f s", every, exc_info=True)
+
+        self._health_thread = threading.Thread(target=loop, name="device-health", daemon=True)
+        self._health_thread.start()
+
+    def stop_health(self) -> None:
+        """Stop the health sweep thread."""
+        self._health_stop.set()
+        if self._health_thread is not None:
+            self._health_thread.join(timeout=10)
+        self._health_thread = None
+
+    def refresh_devices(self) -> None:
+        """Reload the device registry (after an import) keeping the grid index."""
+        devices = {d.id: d for d in self.store.devices()}
+        with self._swap:
+            self.devices = devices
+            self.registry = Registry(devices.values())
+            self.intake.devices = devices
+            self.intake.forget_places()
+
+    # --- dead letters ---------------------------------------------------------------------------
+    def replay_dead_letters(self, ids: Sequence[int]) -> list[dict[str, Any]]:
+        """Decode stored dead letters again with today's adapters and registry; store what now passes.
+
+        Each letter is replayed in its own transaction: accepted → its alarms, readings, … are stored
+        (exactly once: the store dedups) and the letter is marked replayed; still refused → it stays
+        pending, with the new reason recorded as its replay result.
+        """
+        out: list[dict[str, Any]] = []
+        for letter_id in ids:
+            row = self.store.dead_letter(letter_id)
+            if row is None:
+                out.append({"id": letter_id, "status": "not_found"})
+                continue
+            dl = row.dead_letter
+            if row.replayed_at is not None:
+                out.append({"id": letter_id, "status": "already_replayed", "at": row.replayed_at.isoformat()})
+                continue
+            now = self.now()
+            one = Inbound(dl.topic, dl.payload, dl.received_at, self._decode(dl))
+            with self._swap:
+                batch = self._assemble([one], now)
+                if batch.dead_letters:
+                    again = batch.dead_letters[0]
+                    with self.store.unit_of_work() as uow:
+                        uow.mark_dead_letters([letter_id], at=now, result=f"{again.reason}: {again.detail}", replayed=False)
+                    out.append({"id": letter_id, "status": "refused", "reason": again.reason, "detail": again.detail})
+                    continue
+                summary = (f"accepted: {len(batch.alarms)} alarm(s), {len(batch.readings)} reading(s), "
+                           f"{len(batch.positions)} position(s), {len(batch.statuses)} status event(s)")
+                # marked in the same transaction as what the replay stores: replayed exactly once
+                mark = functools.partial(_mark_replayed, letter_id=letter_id, at=now, summary=summary)
+                result = self._commit(batch, now, also=mark)
+                batch.commit()
+                self._after_commit(batch)
+            self._after_batch(batch, result, 1)
+            out.append({"id": letter_id, "status": "accepted", "result": summary,
+                        "incidents_created": result.incidents_created, "incidents_joined": result.incidents_joined})
+        return out
 
     def stage_newest_draft(self) -> int | None:
         """Start building the newest draft's index in the background, so that publishing it swaps at once.
@@ -424,70 +571,125 @@ class Runtime:
             return self._handle(messages)
 
     def _handle(self, messages: Sequence[Any]) -> IntakeResult:
-        outs = [self._decode(msg) for msg in messages]
+        return self._handle_inbound([Inbound(m.topic, m.payload, m.received_at, self._decode(m)) for m in messages])
+
+    def handle_inbound(self, inbound: Sequence[Inbound]) -> IntakeResult:
+        """Store messages decoded elsewhere (the HTTP ingest routes) exactly as an MQTT batch is stored."""
+        with self._swap:
+            return self._handle_inbound(inbound)
+
+    def _handle_inbound(self, inbound: Sequence[Inbound]) -> IntakeResult:
+        now = self.now()
+        batch = self._assemble(inbound, now)
         try:
-            result = self._commit(outs)
+            result = self._commit(batch, now)
         except Exception:
-            if len(messages) == 1 and outs and isinstance(outs[0], DeadLetter):
+            if len(inbound) == 1 and not batch.alarms and not batch.readings and batch.dead_letters:
                 raise  # even a dead letter cannot be written: the store is down; retry the batch later
-            logger.warning("batch of %d messages failed; committing them one by one to isolate the cause", len(messages), exc_info=True)
+            logger.warning("batch of %d messages failed; committing them one by one to isolate the cause", len(inbound), exc_info=True)
             result = IntakeResult()
-            for msg, out in zip(messages, outs, strict=True):
-                merge(result, self._commit_isolated(msg, out))
+            for one in inbound:
+                merge(result, self._commit_isolated(one))
+        else:
+            batch.commit()
+            self._after_commit(batch)
+        self._after_batch(batch, result, len(inbound))
+        return result
+
+    def _assemble(self, inbound: Sequence[Inbound], now: datetime) -> Batch:
+        return assemble(inbound, registry=self.registry, inside=self.index.contains, levels=self.levels,
+                        thresholds=self.thresholds, now=now)
+
+    def _after_commit(self, batch: Batch) -> None:
+        for entity in batch.entities:  # several entities may share one state topic (Zigbee2MQTT does)
+            same = [e for e in self.ha_entities.get(entity.state_topic, []) if e.unique_id != entity.unique_id]
+            self.ha_entities[entity.state_topic] = [*same, entity]
+
+    def _after_batch(self, batch: Batch, result: IntakeResult, n: int) -> None:
         if result.positions:
             try:
-                self.track_positions([o for o in outs if isinstance(o, PatrollerPosition)])
-            except Exception:  # noqa: BLE001 - the positions are stored; geofence events are best effort
+                self.track_positions(batch.positions)
+            except Exception:
                 logger.warning("geofence tracking of a batch failed", exc_info=True)
         if result.notifications:
             if self.worker is not None:  # committed: publish at once, on this thread (the relay marks them delivered)
                 self.outbox.publish_now(result.notifications)
             else:
                 self.outbox.submit(result.notifications)
+        if result.came_back:
+            self._clear_offline(result.came_back)
+        for status in batch.statuses + batch.patroller_statuses:
+            self._offer_device(status.device_id, "online" if status.online else "offline", status.source, status.ts)
         s = self.stats
         s["batches"] += 1
-        s["messages"] += len(messages)
+        s["messages"] += n
         s["alarms_stored"] += result.alarms_stored
         s["duplicates"] += result.duplicates
         s["dead_letters"] += result.dead_letters
         s["incidents_created"] += len(result.incidents_created)
-        return result
+        s["readings"] += result.readings
+        s["statuses"] += result.statuses
+        s["alarm_ends"] += result.alarm_ends
+        s["level_repeats"] += result.suppressed
 
-    def _decode(self, msg: Any) -> Alarm | PatrollerPosition | DeadLetter | None:
+    def _decode(self, msg: Any) -> list[Normalized] | DeadLetter:
         try:
-            return decode_message(
-                msg.topic,
-                msg.payload,
-                msg.received_at,
-                devices=self.devices,
-                inside=self.index.contains,
-                max_bytes=self.settings.max_payload_bytes,
-            )
-        except Exception as exc:  # noqa: BLE001 - a decoder bug must not stall the pipeline
+            return decode_messages(msg.topic, msg.payload, msg.received_at, ha_entities=self.ha_entities,
+                                   max_bytes=self.settings.max_payload_bytes)
+        except Exception as exc:
             logger.exception("decoding a message on %s failed", msg.topic)
             return DeadLetter(msg.topic, msg.payload, DECODE_ERROR, f"{type(exc).__name__}: {exc}"[:500], msg.received_at)
 
-    def _commit(self, outs: Sequence[Alarm | PatrollerPosition | DeadLetter | None]) -> IntakeResult:
-        alarms = [o for o in outs if isinstance(o, Alarm)]
-        positions = [o for o in outs if isinstance(o, PatrollerPosition)]
-        dead = [o for o in outs if isinstance(o, DeadLetter)]
-        with self.store.unit_of_work() as uow:
-            return self.intake.accept(uow, alarms=alarms, positions=positions, dead_letters=dead, now=self.now())
+    def _commit(self, batch: Batch, now: datetime, *, also: Callable[[Any], None] | None = None) -> IntakeResult:
+        """Write one assembled batch in one transaction: alarms → incidents, readings, statuses, health."""
+        from alerts.health import offline_alarm
 
-    def _commit_isolated(self, msg: Any, out: Alarm | PatrollerPosition | DeadLetter | None) -> IntakeResult:
+        alarms = list(batch.alarms)
+        offline: list[tuple[str, str, datetime, dict[str, Any]]] = []
+        for st in batch.statuses:
+            if not st.online:  # an explicit offline (MQTT will, availability, status): raise it now
+                alarms.append(offline_alarm(st.device_id, since=st.ts, now=now, reason=f"{st.source}: offline",
+                                            interval_s=None, raw=st.raw))
+                offline.append((st.device_id, "offline", st.ts, {"reason": st.source}))
+        with self.store.unit_of_work() as uow:
+            result = self.intake.accept(uow, alarms=alarms, positions=batch.positions, dead_letters=batch.dead_letters, now=now)
+            if batch.readings:
+                result.readings = uow.add_readings(batch.readings)
+            if batch.ends:
+                result.alarm_ends = uow.end_alarms(batch.ends)
+            events = batch.statuses + batch.patroller_statuses
+            if events:
+                uow.add_device_events(events)
+                result.statuses = len(events)
+            if batch.seen:
+                result.came_back = uow.touch_devices(batch.seen)
+            if offline:
+                uow.set_device_states(offline)
+            if also is not None:
+                also(uow)
+        result.suppressed = batch.suppressed
+        return result
+
+    def _commit_isolated(self, one: Inbound) -> IntakeResult:
         """Commit one message; if the store rejects it twice, store it as a dead letter instead.
 
         When the store is down the dead letter cannot be written either: that raises, and the worker
         retries the whole (unacked) batch later — nothing is dead-lettered because of an outage.
         """
+        now = self.now()
         for attempt in (1, 2):
+            batch = self._assemble([one], now)
             try:
-                return self._commit([out])
+                result = self._commit(batch, now)
             except Exception as exc:  # noqa: BLE001 - decided below
                 error = exc
-                logger.warning("message on %s rejected by the store (attempt %d): %s", msg.topic, attempt, exc)
+                logger.warning("message on %s rejected by the store (attempt %d): %s", one.topic, attempt, exc)
+                continue
+            batch.commit()
+            self._after_commit(batch)
+            return result
         detail = f"{type(error).__name__}: {error}"[:500]
-        return self._commit([DeadLetter(msg.topic, msg.payload, STORE_REJECTED, detail, msg.received_at)])
+        return self._commit(Batch(dead_letters=[DeadLetter(one.topic, one.payload, STORE_REJECTED, detail, one.received_at)]), now)
 
     def start_ingest(self, mqtt_url: str | None = None) -> None:
         """Connect the MQTT worker, subscribe to the ingest topics and start the outbox relay."""
@@ -513,6 +715,7 @@ class Runtime:
         self._watch_owned_by_ingest = self._watcher is None
         self.watch_versions()
         self.run_sla()
+        self.run_health()
 
     def _publish(self, topic: str, payload: bytes) -> None:
         if self.worker is None:
@@ -524,7 +727,7 @@ class Runtime:
         """Hand a published notification to the live stream (never fails the publish)."""
         try:
             self.hub.publish(topic, payload)
-        except Exception:  # noqa: BLE001
+        except Exception:
             logger.warning("stream: could not offer an event of %s", topic, exc_info=True)
 
     def _publish_nowait(self, topic: str, payload: bytes) -> None:
@@ -548,6 +751,7 @@ class Runtime:
             self.stop_watching()
             self._watch_owned_by_ingest = False
         self.stop_sla()
+        self.stop_health()
 
     def close(self) -> None:
         """Stop ingest, the SLA clocks and the version watch, and close the store."""

@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     secret_key: SecretStr = SecretStr(DEFAULT_SECRET)
+    mqtt_service_password: SecretStr | None = Field(
+        None, description="the broker password of the `gridwatch` service user (`devices export-acl`); default: derived from the secret key")
     demo: bool = False
     timezone: str = "Asia/Shanghai"
     cooldown_seconds: float = Field(600, description="repeats of (device, type) within this join the open incident")
@@ -44,6 +46,11 @@ class Settings(BaseSettings):
     sla_config: str | None = Field(None, description="YAML file of SLA limits and calendars (default: alerts/sla_defaults.yaml)")
     sla_sweep_seconds: float = Field(5.0, description="how often lights are recomputed, reminders sent and incidents escalated")
     version_poll_seconds: float = Field(1.0, description="how often serve/ingest check for a newly published grid version")
+    health_sweep_seconds: float = Field(
+        1.0, gt=0, description="how often silent devices are looked for; keep it ≤ 10 % of the shortest device interval")
+    threshold_rules: str | None = Field(None, description="YAML of reading threshold rules (default: alerts/thresholds_defaults.yaml)")
+    timescale: str = Field("auto", pattern="^(auto|off)$",
+                           description="readings on PostgreSQL: a TimescaleDB hypertable when the extension exists (auto), or native partitions (off)")
 
     def check_secret(self) -> None:
         """Refuse the default secret outside demo mode (called by the commands that serve users)."""

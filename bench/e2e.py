@@ -77,8 +77,9 @@ def _host_port(url: str) -> tuple[str, int]:
 def alarm_messages(district: District, n: int, *, seed: int = 0) -> list[tuple[str, bytes]]:
     """N alarm v1 messages (unique ids) from the sample district's devices, as the simulator makes them."""
     from geo.index import GridIndex
-    from ingest.decode import decode_message
-    from ingest.model import Alarm
+    from ingest.decode import decode_messages
+    from ingest.pipeline import Inbound, LevelFilter, assemble
+    from ingest.registry import Registry
     from ingest.simulator import Simulator
 
     sim = Simulator(
@@ -88,13 +89,15 @@ def alarm_messages(district: District, n: int, *, seed: int = 0) -> list[tuple[s
     # keep only messages the pipeline accepts (a camera's jittered point can fall just outside the
     # district and be dead-lettered), so "N published = N stored" is the exactly-once check
     index = GridIndex(district.grids, district.buildings)
-    devices = {d.id: d for d in district.devices}
+    registry = Registry(district.devices)
     now = datetime.now(UTC)
     out: list[tuple[str, bytes]] = []
     for m in sim.messages():
         if len(out) >= n:
             break
-        if isinstance(decode_message(m.topic, m.payload, now, devices=devices, inside=index.contains), Alarm):
+        one = Inbound(m.topic, m.payload, now, decode_messages(m.topic, m.payload, now))
+        batch = assemble([one], registry=registry, inside=index.contains, levels=LevelFilter(), thresholds=None, now=now)
+        if batch.alarms and not batch.dead_letters:
             out.append((m.topic, m.payload))
     return out
 
@@ -323,10 +326,11 @@ def _publisher(url: str, messages: Sequence[tuple[str, Any]], window: int, rate:
 # --- raw pass-through --------------------------------------------------------------------------------
 
 
-def run_raw(broker_url: str, messages: Sequence[tuple[str, bytes]], *, window: int, timeout: float = 120.0) -> dict[str, Any]:
+def run_raw(broker_url: str, messages: Sequence[tuple[str, bytes]], *, window: int, timeout: float = 120.0,
+            topic_filter: str = ALARM_FILTER) -> dict[str, Any]:
     """The baseline: publisher process → Mosquitto → a paho subscriber process that only counts."""
     n = len(messages)
-    sub = _Child.start("raw-subscriber", _subscriber_main, broker_url, ALARM_FILTER, n, "count")
+    sub = _Child.start("raw-subscriber", _subscriber_main, broker_url, topic_filter, n, "count")
     pub = None
     try:
         sub.expect("ready", 30)

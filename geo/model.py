@@ -19,7 +19,7 @@ from geo.errors import InvalidCodeError
 
 CODE_LENGTH = {1: 9, 2: 12, 3: 15}
 BUILDING_CODE_LENGTH = 20
-DeviceKind = Literal["fence", "thermal", "camera", "smoke"]
+DeviceKind = Literal["fence", "thermal", "camera", "smoke", "sensor"]
 
 
 def level_of(code: str) -> int:
@@ -225,6 +225,13 @@ class Device:
     geometry: BaseGeometry
     grid_code: str
     zones: tuple[str, ...] = field(default=())
+    format: str = "gridwatch"
+    """The payload format it speaks: an adapter name in ingest/adapters (gridwatch, frigate, hikvision, …)."""
+    identity: str | None = None
+    """The vendor identity its messages carry, `<format>:<key>` (e.g. `frigate:front_door`,
+    `hikvision:44:19:b6:6d:24:85/1`, `fence:host-07/3`); None for gridwatch-topic devices (id = topic)."""
+    interval_s: float | None = None
+    """Expected longest silence (heartbeat interval) in seconds; None: not watched for going offline."""
 
     def anchor(self) -> Point:
         """Return the point that places the device: itself, a line's midpoint, else an inner point."""

@@ -27,6 +27,9 @@ class Alarm:
     zone: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    level: bool = False
+    """True for a level-triggered source (a sensor state such as Zigbee `smoke: true`, repeated on every
+    state report): only the rising edge raises an alarm, until an AlarmEnd of the same type clears it."""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -46,6 +49,61 @@ class PatrollerPosition:
 
 
 @dataclass(frozen=True, slots=True)
+class AlarmEnd:
+    """A source says an alarm is over (Frigate `end`, Dahua `Stop`, ONVIF state false, Zigbee `smoke: false`).
+
+    It closes the stored alarm `(device_id, msg_id)` (or, with no msg_id, the device's latest alarm of
+    `type`); it never opens anything.
+    """
+
+    device_id: str
+    ts: datetime
+    received_at: datetime
+    raw: bytes
+    msg_id: str | None = None
+    type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One numeric sample of a device (temperature, fence voltage, battery %): time series."""
+
+    device_id: str
+    ts: datetime
+    metric: str
+    value: float
+    unit: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """A device says it is alive (heartbeat), online or offline (status, MQTT will, availability)."""
+
+    device_id: str
+    ts: datetime
+    online: bool
+    source: str  # "heartbeat" | "status" | "will" | "availability"
+    received_at: datetime
+    raw: bytes = b""
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class HaEntity:
+    """A Home Assistant MQTT discovery config: which state topic belongs to which entity."""
+
+    state_topic: str
+    component: str  # "binary_sensor" | "sensor" | ...
+    unique_id: str  # the device identity key: `homeassistant:<unique_id>`
+    device_class: str | None
+    payload_on: str = "ON"
+    payload_off: str = "OFF"
+    unit: str | None = None
+    value_template: str | None = None
+    availability_topic: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A message that could not be accepted, stored with the reason; replayable."""
 
@@ -57,3 +115,6 @@ class DeadLetter:
 
 
 Decoded = Alarm | PatrollerPosition | DeadLetter
+
+Normalized = Alarm | AlarmEnd | Reading | DeviceStatus | PatrollerPosition | HaEntity
+"""What an adapter's `decode` returns a list of (or one DeadLetter for the whole message)."""

@@ -11,6 +11,10 @@ from maps.style import QUIET_FILL, inert, light_color, worst_light
 LEVEL_WEIGHT = {1: 3.0, 2: 2.0, 3: 1.0}
 
 
+DEVICE_COLORS = {"alarming": "#d32f2f", "offline": "#757575", "online": "#2e7d32", "unknown": "#1565c0"}
+"""Device marker colours by state."""
+
+
 def build_wall(
     grids: dict[str, Any],
     incidents: list[dict[str, Any]],
@@ -18,8 +22,14 @@ def build_wall(
     title: str = "gridwatch map wall",
     center: tuple[float, float] | None = None,
     tiles: str | None = None,
+    devices: list[dict[str, Any]] | None = None,
 ) -> folium.Map:
-    """Build the wall from a grid FeatureCollection (properties code, level, name) and incident dicts."""
+    """Build the wall from a grid FeatureCollection (properties code, level, name) and incident dicts.
+
+    `devices` (optional) are device dicts {id, kind, name, state, lon, lat, last_seen, alarming}: a
+    layer of markers coloured by state — alarming (an open incident) red, offline grey, online
+    green, never heard from blue.
+    """
     by_grid: dict[str, list[str | None]] = {}
     for inc in incidents:
         if inc.get("grid"):
@@ -70,5 +80,23 @@ def build_wall(
             tooltip=f"{e['type']} ({e['state']})",
         ).add_to(markers)
     markers.add_to(fmap)
+    if devices:
+        layer = folium.FeatureGroup(name="devices")
+        for d in devices:
+            e = {k: inert(v) for k, v in d.items() if isinstance(v, str | int | float)}
+            status = "alarming" if d.get("alarming") else d.get("state") or "unknown"
+            folium.CircleMarker(
+                location=[d["lat"], d["lon"]],
+                radius=4,
+                color=DEVICE_COLORS.get(status, DEVICE_COLORS["unknown"]),
+                fill=True,
+                fill_opacity=0.8,
+                weight=1,
+                popup=folium.Popup(
+                    f"<b>{e['name']}</b><br>{e['id']} ({e['kind']})<br>state: {inert(status)}"
+                    f"<br>last seen: {e.get('last_seen') or '-'}", max_width=300),
+                tooltip=f"{e['id']}: {inert(status)}",
+            ).add_to(layer)
+        layer.add_to(fmap)
     folium.LayerControl().add_to(fmap)
     return fmap

@@ -16,15 +16,16 @@ import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import shapely
 from shapely.geometry.base import BaseGeometry
 
 from alerts.model import HistoryEntry, Incident, IncidentState, RouteRecord
-from geo.model import Grid, GridVersion, Shift
-from ingest.model import Alarm, DeadLetter
+from geo.model import Device, Grid, GridVersion, Shift
+from ingest.model import Alarm, DeadLetter, Reading
+from store.errors import IdentityConflictError
 
 #: Columns of `incidents` written by save_incidents, in order (PostGIS adds a generated `geom`).
 INCIDENT_COLUMNS: tuple[str, ...] = (
@@ -434,3 +435,86 @@ def within_radius(incidents: Sequence[Incident], points: Sequence[tuple[float, f
     d = 2 * r * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
     near = (d <= radius_m).any(axis=1)
     return [i for i, ok in zip(incidents, near.tolist(), strict=True) if ok]
+
+
+# --- devices, readings (migration 0004) ----------------------------------------------------------
+DEVICE_STATE_NAMES = ("unknown", "online", "offline")
+
+
+def check_device_state(state: str) -> str:
+    """Return `state` if it is one of DEVICE_STATE_NAMES; ValueError else."""
+    if state not in DEVICE_STATE_NAMES:
+        raise ValueError(f"device state {state!r}: expected one of {', '.join(DEVICE_STATE_NAMES)}")
+    return state
+
+
+def last_copies(devices: Iterable[Device]) -> list[Device]:
+    """The devices with the last copy of each id winning, in order of first appearance."""
+    return list({d.id: d for d in devices}.values())
+
+
+def check_identities(devices: Sequence[Device], stored: Iterable[tuple[str, str | None]]) -> None:
+    """Refuse a registration that would give one identity to two devices (IdentityConflictError).
+
+    `devices`: the registration (one copy per id); `stored`: (id, identity) of the stored rows whose id
+    or identity the registration touches. A stored holder that the registration moves to another
+    identity (or none) gives its identity up.
+    """
+    wanted = {d.id: d for d in devices}
+    owner: dict[str, str] = {}
+    for d in devices:
+        if d.identity is None:
+            continue
+        other = owner.setdefault(d.identity, d.id)
+        if other != d.id:
+            raise IdentityConflictError(d.identity, d.id, other)
+    for holder, identity in stored:
+        if identity is None or identity not in owner:
+            continue
+        if holder in wanted and wanted[holder].identity != identity:
+            continue  # the holder gives it up in this registration
+        if owner[identity] != holder:
+            raise IdentityConflictError(identity, owner[identity], holder)
+
+
+def reading_rows(readings: Iterable[Reading]) -> list[tuple[str, datetime, str, float, str | None]]:
+    """(device_id, ts in UTC, metric, value, unit) of the readings with a finite value, text cleaned."""
+    text = fast_text
+    rows = []
+    for r in readings:
+        value = float(r.value)
+        if not math.isfinite(value):
+            continue
+        rows.append((text(r.device_id), to_utc(r.ts, "reading.ts"), text(r.metric), value, text(r.unit)))  # type: ignore[arg-type]
+    return rows
+
+
+#: Width of the buckets of Store.readings.
+BUCKET_WIDTH = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1)}
+
+
+def check_bucket(bucket: str) -> timedelta | None:
+    """The width of a bucket name ("raw": None); ValueError for an unknown name."""
+    if bucket == "raw":
+        return None
+    width = BUCKET_WIDTH.get(bucket)
+    if width is None:
+        raise ValueError(f"readings bucket {bucket!r}: expected one of raw, {', '.join(BUCKET_WIDTH)}")
+    return width
+
+
+def floor_bucket(value: datetime, width: timedelta) -> datetime:
+    """The start (UTC) of the bucket holding `value`: buckets are aligned on the UTC epoch."""
+    utc = to_utc(value)
+    step = int(width.total_seconds())
+    seconds = utc.hour * 3600 + utc.minute * 60 + utc.second  # 1m and 1h divide a day
+    return utc.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(seconds=seconds - seconds % step)
+
+
+def bucket_window(since: datetime, until: datetime, width: timedelta) -> tuple[datetime, datetime]:
+    """The sample times [lo, hi) covering every bucket that overlaps [since, until), whole."""
+    lo = floor_bucket(since, width)
+    hi = floor_bucket(until, width)
+    if hi != to_utc(until):
+        hi += width
+    return lo, hi

@@ -6,6 +6,10 @@ behind). Hence no statement that refuses to run in a transaction (CREATE INDEX C
 VACUUM). Never edit an applied file: add the next NNNN_name.sql. The files are plain SQL of one dialect
 (`sqlite` or `postgres`); `split_statements` cuts a SQLite script into single statements because
 `sqlite3.executescript` would commit the surrounding transaction.
+
+One table is not a numbered migration: PostgreSQL's `readings`, whose DDL depends on the server
+(a TimescaleDB hypertable or monthly partitions). PostgisStore.migrate creates it after the files,
+through store.postgis_readings.ensure_readings_schema (idempotent; the mode is kept in `readings_meta`).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ sent only after that commit (at-least-once delivery + idempotent storage = exact
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,16 +15,69 @@ from typing import Any, Protocol
 
 from alerts.maintenance import MaintenanceWindow
 from alerts.model import HistoryEntry, Incident, IncidentState, Notification
-from geo.model import Building, Device, District, Grid, GridVersion, Patroller, RosterException, Shift
-from ingest.model import Alarm, DeadLetter, PatrollerPosition
+from geo.model import (
+    Building,
+    Device,
+    District,
+    Grid,
+    GridVersion,
+    Patroller,
+    RosterException,
+    Shift,
+)
+from ingest.model import (
+    Alarm,
+    AlarmEnd,
+    DeadLetter,
+    DeviceStatus,
+    PatrollerPosition,
+    Reading,
+)
+
+#: The states of a device: never heard from, heard from within its interval, silent (or said so).
+DEVICE_STATES = ("unknown", "online", "offline")
+#: Buckets of Store.readings: raw samples, 1-minute and 1-hour aggregates.
+READING_BUCKETS = ("raw", "1m", "1h")
 
 
 @dataclass(frozen=True, slots=True)
 class StoredDeadLetter:
-    """A dead letter as stored, with its id."""
+    """A dead letter as stored, with its id and its replay bookkeeping."""
 
     id: int
     dead_letter: DeadLetter
+    replayed_at: datetime | None = None  # when a replay was accepted (None: still pending)
+    replay_result: str | None = None  # the outcome of the last replay attempt
+    replays: int = 0  # replay attempts so far
+
+    @property
+    def pending(self) -> bool:
+        """Not accepted by a replay yet."""
+        return self.replayed_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    """A device's liveness as stored: `state` is one of DEVICE_STATES."""
+
+    device_id: str
+    state: str
+    since: datetime | None  # when the state last changed (None: never)
+    last_seen: datetime | None  # the newest message time (None: never heard from)
+    detail: dict[str, Any]  # the last status data (battery, rssi, offline reason, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingRow:
+    """One row of Store.readings: a raw sample (count 1, min = max = avg = value) or a bucket's aggregate."""
+
+    ts: datetime  # the sample's time, or the bucket's start
+    metric: str
+    unit: str | None
+    count: int
+    min: float
+    max: float
+    avg: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +186,42 @@ class UnitOfWork(Protocol):
     def set_patroller_grids(self, moves: Sequence[tuple[str, tuple[str, ...]]]) -> None:
         """Set patrollers' level-3 assignments: (patroller_id, grid codes) pairs."""
 
+    # --- devices, readings, alarm ends, dead letters (migration 0004) -------------------------------
+    def touch_devices(self, seen: Mapping[str, datetime]) -> list[str]:
+        """Record that devices were heard from: last_seen = max(stored, given), state 'online'.
+
+        state_since becomes the given time when the state changes. Unknown device ids are ignored.
+        Returns the ids (sorted) that were 'offline' before: they came back. The rows are locked until
+        commit, so two workers touching the same device agree on who saw it come back.
+        """
+
+    def set_device_states(self, changes: Sequence[tuple[str, str, datetime, dict[str, Any]]]) -> None:
+        """Set (device_id, state, at, detail) in order: state (one of DEVICE_STATES; ValueError else),
+        state_since = at when the state changes, and `detail` merged (top-level keys) into the stored detail."""
+
+    def add_device_events(self, events: Sequence[DeviceStatus]) -> None:
+        """Append device status events (kind = event.source, online, detail = event.data, raw, received_at)."""
+
+    def end_alarms(self, ends: Sequence[AlarmEnd]) -> int:
+        """Set `ended_at = end.ts` on stored alarms that have not ended; return the rows changed.
+
+        With a msg_id: the alarm (device_id, msg_id). Without: the device's newest (by ts, then id)
+        not-ended alarm of `type` (of any type when type is None). Ends apply in order, so two ends of
+        one type end the two newest alarms. An end matching nothing changes nothing (never inserts).
+        """
+
+    def add_readings(self, readings: Sequence[Reading]) -> int:
+        """Store readings; return how many were inserted.
+
+        A sample already stored (same device_id, metric, ts), or repeated in the call, is skipped (a
+        redelivered message is stored once; the first copy wins). Non-finite values (NaN, ±inf) are not
+        samples: skipped too.
+        """
+
+    def mark_dead_letters(self, ids: Sequence[int], *, at: datetime, result: str, replayed: bool) -> None:
+        """Record a replay attempt of dead letters: replays + 1, replay_result = result, and
+        replayed_at = at when `replayed` (accepted), else replayed_at unchanged. Unknown ids are ignored."""
+
 
 class Store(Protocol):
     """Persistence of gridwatch. Thread-safe: each call or unit of work uses its own connection."""
@@ -198,7 +287,36 @@ class Store(Protocol):
         """Buildings of a version."""
 
     def devices(self) -> list[Device]:
-        """The device registry."""
+        """The device registry, ordered by id (format, identity and interval_s included)."""
+
+    def upsert_devices(self, devices: Sequence[Device], *, at: datetime) -> tuple[int, int]:
+        """Register devices or update their registration; return (inserted, updated).
+
+        New rows get registered_at = at and state 'unknown'; existing rows keep their state,
+        state_since, last_seen, registered_at and detail. The last copy of an id in the call wins.
+        An identity already held by another device (stored, or in the call) raises
+        store.errors.IdentityConflictError (a ConflictError and a ValueError) naming both ids, and
+        nothing is written.
+        """
+
+    def device_states(self) -> dict[str, DeviceState]:
+        """Every device's state by id."""
+
+    def silent_devices(self, now: datetime) -> list[tuple[str, datetime, float]]:
+        """Watched devices overdue at `now`: (device_id, last_seen or registered_at, interval_s), by id.
+
+        Watched: interval_s is set and the state is not 'offline'. Overdue:
+        coalesce(last_seen, registered_at) + interval_s seconds < now.
+        """
+
+    def readings(self, device_id: str, *, since: datetime, until: datetime, bucket: str = "raw",
+                 metric: str | None = None, limit: int = 10_000) -> list[ReadingRow]:
+        """A device's readings (of one metric, or all), ordered by metric then time, at most `limit` rows.
+
+        bucket "raw": the samples with since <= ts < until. "1m" / "1h": per metric, every UTC-aligned
+        bucket that overlaps [since, until), aggregated over all of its samples (count, min, max, avg;
+        unit: the greatest unit text seen, units being constant per metric). ValueError for another bucket.
+        """
 
     def patrollers(self) -> list[Patroller]:
         """Patrollers with assignments and shifts."""
@@ -252,8 +370,15 @@ class Store(Protocol):
         """How many alarms are stored."""
 
     # --- dead letters and outbox -----------------------------------------------------------------
-    def dead_letters(self, *, limit: int = 100) -> list[StoredDeadLetter]:
-        """Newest dead letters first."""
+    def dead_letters(self, *, limit: int = 100, reason: str | None = None,
+                     pending_only: bool = False) -> list[StoredDeadLetter]:
+        """Newest dead letters first (by received_at, then id); of one reason, and/or only pending ones."""
+
+    def dead_letter(self, dead_letter_id: int) -> StoredDeadLetter | None:
+        """One dead letter by id."""
+
+    def dead_letter_counts(self) -> dict[str, dict[str, int]]:
+        """Per reason: {"pending": n, "replayed": m} (replayed: accepted by a replay)."""
 
     def pending_notifications(self, *, limit: int = 500) -> list[tuple[int, Notification]]:
         """Outbox rows not yet delivered, oldest first."""

@@ -5,6 +5,10 @@ and devices/patrollers into session-local staging tables, then upserts them with
 `INSERT … SELECT … ON CONFLICT`; add_alarms does the same (store.postgis_uow). Staging tables are
 `ON COMMIT DELETE ROWS` temp tables kept per pooled connection. All driver errors leave as
 store.errors (ConflictError for unique violations, serialization failures and deadlocks).
+
+Devices, device events, alarm ends and dead-letter replays live in store.postgis_registry; readings
+(TimescaleDB hypertable or monthly partitions, chosen by the `timescale` setting and the server) in
+store.postgis_readings.
 """
 
 from __future__ import annotations
@@ -24,18 +28,28 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 from shapely.geometry import Point
 
+from alerts.maintenance import MaintenanceWindow
 from alerts.model import HistoryEntry, Incident, Notification
-from geo.model import Building, Device, District, Grid, GridVersion, Patroller, RosterException, Shift
-from ingest.model import Alarm, DeadLetter
+from geo.model import (
+    Building,
+    District,
+    Grid,
+    GridVersion,
+    Patroller,
+    RosterException,
+    Shift,
+)
+from ingest.model import Alarm
 from store import codec
 from store.errors import ConflictError, StoreError
 from store.migrate import load_migrations, pending
-from alerts.maintenance import MaintenanceWindow
-from store.ports import IncidentQuery, Position, StoredDeadLetter, StoredWindow
+from store.ports import IncidentQuery, Position, StoredWindow
+from store.postgis_readings import Readings
+from store.postgis_registry import PostgisRegistry, upsert_devices_in
 from store.postgis_uow import (
-    OPEN_STATE_NAMES,
     ALARM_SELECT,
     INCIDENT_SELECT,
+    OPEN_STATE_NAMES,
     Conn,
     OutboxIds,
     PostgisUnitOfWork,
@@ -100,12 +114,15 @@ def _check_if_rested(conn: Conn) -> None:
     _checked_at[conn] = now
 
 
-class PostgisStore(PostgisVersions):
+class PostgisStore(PostgisRegistry, PostgisVersions):
     """store.ports.Store on PostgreSQL + PostGIS."""
 
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = 30.0,
+                 timescale: str = "auto") -> None:
         self.url = url
         self._outbox_ids = OutboxIds()
+        # readings: TimescaleDB hypertable or monthly partitions (store.postgis_readings); "off": never TimescaleDB
+        self._readings = Readings(url, timescale=timescale)
         self.pool: ConnectionPool[Conn] = ConnectionPool(
             url,
             min_size=min_size,
@@ -126,9 +143,15 @@ class PostgisStore(PostgisVersions):
                 raise
 
     @classmethod
-    def from_url(cls, url: str) -> PostgisStore:
-        """Open a pool on `postgresql://user:password@host:port/dbname`."""
-        return cls(url)
+    def from_url(cls, url: str, *, timescale: str = "auto") -> PostgisStore:
+        """Open a pool on `postgresql://user:password@host:port/dbname` (timescale: "auto" | "off")."""
+        return cls(url, timescale=timescale)
+
+    @property
+    def readings_mode(self) -> str:
+        """How readings are stored: "timescaledb" or "partitioned" (see store.postgis_readings)."""
+        with self._connection() as conn:
+            return self._readings.mode(conn)[0]
 
     @contextmanager
     def _connection(self) -> Iterator[Conn]:
@@ -167,6 +190,8 @@ class PostgisStore(PostgisVersions):
                     )
                 logger.info("%s: applied migration %s", redact(self.url), migration.name)
                 applied.append(migration.name)
+        with _translated(self.url):  # not a numbered migration: its DDL depends on the server (TimescaleDB or not)
+            self._readings.migrate(self.pool)
         return applied
 
     def close(self) -> None:
@@ -183,7 +208,7 @@ class PostgisStore(PostgisVersions):
     def unit_of_work(self) -> Iterator[PostgisUnitOfWork]:
         """Open a transaction on a pooled connection: commit on leaving the block, roll back on an exception."""
         with self._connection() as conn:
-            uow = PostgisUnitOfWork(conn, self._outbox_ids)
+            uow = PostgisUnitOfWork(conn, self._outbox_ids, self._readings)
             try:
                 yield uow
             except BaseException:
@@ -205,7 +230,7 @@ class PostgisStore(PostgisVersions):
             insert_grid_rows(conn, version_id, district.grids, district.buildings)
             audit_in(conn, version_id, at=now, actor="seed", action="import",
                      detail={"source": district.name, "grids": len(district.grids), "buildings": len(district.buildings)})
-            _upsert_devices(cur, district.devices)
+            upsert_devices_in(conn, district.devices, at=now)
             _upsert_patrollers(cur, district.patrollers)
             version = publish_in(conn, version_id, at=now, actor="seed", detail={"seed": label})
         logger.info(
@@ -251,14 +276,6 @@ class PostgisStore(PostgisVersions):
             (version,),
         )
         return [Building(r["code"], r["grid_code"], r["name"], codec.from_wkb(r["wkb"])) for r in rows]
-
-    def devices(self) -> list[Device]:
-        """The device registry, ordered by id."""
-        rows = self._query("SELECT id, kind, name, ST_AsBinary(geom) AS wkb, grid_code, zones FROM devices ORDER BY id")
-        return [
-            Device(r["id"], r["kind"], r["name"], codec.from_wkb(r["wkb"]), r["grid_code"], tuple(r["zones"]))
-            for r in rows
-        ]
 
     def patrollers(self) -> list[Patroller]:
         """Patrollers with assignments and shifts, ordered by id."""
@@ -412,21 +429,6 @@ class PostgisStore(PostgisVersions):
         return int(self._query("SELECT count(*) AS n FROM alarms")[0]["n"])
 
     # --- dead letters and outbox -----------------------------------------------------------------
-    def dead_letters(self, *, limit: int = 100) -> list[StoredDeadLetter]:
-        """Newest dead letters first."""
-        rows = self._query(
-            "SELECT id, topic, payload, reason, detail, received_at FROM dead_letters"
-            " ORDER BY received_at DESC, id DESC LIMIT %s",
-            (max(0, limit),),
-        )
-        return [
-            StoredDeadLetter(
-                r["id"],
-                DeadLetter(r["topic"], bytes(r["payload"]), r["reason"], r["detail"], codec.to_utc(r["received_at"])),
-            )
-            for r in rows
-        ]
-
     def pending_notifications(self, *, limit: int = 500) -> list[tuple[int, Notification]]:
         """Outbox rows not yet delivered, oldest first."""
         rows = self._query(
@@ -461,23 +463,6 @@ class PostgisStore(PostgisVersions):
         """Outbox counters: pending, delivered, failed_attempts, and retrying (pending after a failure)."""
         row = self._query(codec.OUTBOX_COUNTERS_SQL)[0]
         return {k: int(row[k]) for k in codec.OUTBOX_COUNTERS}
-
-
-def _upsert_devices(cur: psycopg.Cursor[dict[str, Any]], devices: Sequence[Device]) -> None:
-    """COPY devices into a staging table, then upsert them by id (the last copy of an id wins)."""
-    cur.execute(
-        b"CREATE TEMP TABLE IF NOT EXISTS device_stage (seq integer NOT NULL, id text, kind text, name text,"
-        b" geom geometry, grid_code text, zones text[]) ON COMMIT DELETE ROWS; TRUNCATE device_stage"
-    )
-    with cur.copy("COPY device_stage (seq, id, kind, name, geom, grid_code, zones) FROM STDIN") as copy:
-        for seq, d in enumerate(devices):
-            copy.write_row((seq, d.id, d.kind, d.name, codec.to_ewkb_hex(d.geometry), d.grid_code, list(d.zones)))
-    cur.execute(
-        "INSERT INTO devices (id, kind, name, geom, grid_code, zones)"
-        " SELECT DISTINCT ON (id) id, kind, name, geom, grid_code, zones FROM device_stage ORDER BY id, seq DESC"
-        " ON CONFLICT (id) DO UPDATE SET kind = EXCLUDED.kind, name = EXCLUDED.name, geom = EXCLUDED.geom,"
-        " grid_code = EXCLUDED.grid_code, zones = EXCLUDED.zones"
-    )
 
 
 def _upsert_patrollers(cur: psycopg.Cursor[dict[str, Any]], patrollers: Sequence[Patroller]) -> None:

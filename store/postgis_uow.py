@@ -19,7 +19,7 @@ costs about five round trips instead of a dozen. JSON columns are serialized onc
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack, suppress
 from datetime import datetime
 from typing import Any
@@ -28,8 +28,16 @@ import psycopg
 
 from alerts.model import OPEN_STATES, HistoryEntry, Incident, Notification
 from geo.model import GridVersion
-from ingest.model import Alarm, DeadLetter, PatrollerPosition
+from ingest.model import (
+    Alarm,
+    AlarmEnd,
+    DeadLetter,
+    DeviceStatus,
+    PatrollerPosition,
+    Reading,
+)
 from store import codec
+from store.postgis_readings import READING_STAGE, Readings
 
 Conn = psycopg.Connection[dict[str, Any]]
 INCIDENT_SELECT = f"SELECT {', '.join(codec.INCIDENT_COLUMNS)} FROM incidents"
@@ -146,16 +154,19 @@ def create_staging_tables(conn: Conn) -> None:
     """Create the session's staging tables (the pool runs this once on every new connection)."""
     conn.execute(_ALARM_STAGE)
     conn.execute(_INCIDENT_STAGE)
+    conn.execute(READING_STAGE)
     conn.commit()
 
 
 class PostgisUnitOfWork:
     """store.ports.UnitOfWork inside one PostgreSQL transaction."""
 
-    def __init__(self, conn: Conn, outbox_ids: OutboxIds | None = None) -> None:
+    def __init__(self, conn: Conn, outbox_ids: OutboxIds | None = None, readings: Readings | None = None) -> None:
         self._conn = conn
         self._pipeline: ExitStack | None = None
         self._outbox_ids = outbox_ids
+        self._readings = readings if readings is not None else Readings()  # no URL: partitions made in-transaction
+        self._wrote_readings = False  # this transaction holds a lock on `readings` (see Readings.ensure_partitions)
         self._prefetched: tuple[list[tuple[str, str]], datetime, psycopg.Cursor[dict[str, Any]]] | None = None
 
     # Small writes whose result nobody waits for (incidents, history) are only queued in psycopg's
@@ -384,10 +395,9 @@ class PostgisUnitOfWork:
                 cur.executemany(_HISTORY_INSERT_ROW, rows)
             return
         self._sync()
-        with self._conn.cursor() as cur:
-            with cur.copy(_HISTORY_COPY) as copy:
-                for row in rows:
-                    copy.write_row(row)
+        with self._conn.cursor() as cur, cur.copy(_HISTORY_COPY) as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Store dead letters with their reasons."""
@@ -467,3 +477,71 @@ class PostgisUnitOfWork:
                 " ON CONFLICT DO NOTHING",
                 [(p.patroller_id, codec.to_utc(p.ts, "position.ts"), p.lon, p.lat, p.acc) for p in positions],
             )
+
+    # --- devices, readings, alarm ends, dead letters (store.postgis_registry, store.postgis_readings) ---
+    def touch_devices(self, seen: Mapping[str, datetime]) -> list[str]:
+        """last_seen = max(stored, given), state 'online' (rows locked, one statement); return the ids that were offline."""
+        from store.postgis_registry import touch_devices_in
+
+        self._sync()
+        return touch_devices_in(self._conn, seen)
+
+    def set_device_states(self, changes: Sequence[tuple[str, str, datetime, dict[str, Any]]]) -> None:
+        """Set (device_id, state, at, detail) in order, detail merged into the stored one (queued)."""
+        from store.postgis_registry import SET_STATE, state_changes
+
+        params = state_changes(changes)
+        if params:
+            self._defer()
+            with self._conn.cursor() as cur:
+                cur.executemany(SET_STATE, params)
+
+    def add_device_events(self, events: Sequence[DeviceStatus]) -> None:
+        """Append device status events (queued when few, COPY when many)."""
+        from store.postgis_registry import (
+            EVENT_COPY,
+            EVENT_INSERT,
+            EVENTS_COPY_MIN_ROWS,
+            event_rows,
+        )
+
+        rows = event_rows(events)
+        if not rows:
+            return
+        if len(rows) < EVENTS_COPY_MIN_ROWS:
+            self._defer()
+            with self._conn.cursor() as cur:
+                cur.executemany(EVENT_INSERT, rows)
+            return
+        self._sync()
+        with self._conn.cursor() as cur, cur.copy(EVENT_COPY) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def end_alarms(self, ends: Sequence[AlarmEnd]) -> int:
+        """End stored alarms (by message id, else the newest not-ended one of a type); return rows changed."""
+        from store.postgis_registry import end_runs
+
+        self._sync()
+        changed = 0
+        with self._conn.cursor() as cur:
+            for query, params in end_runs(ends):
+                cur.executemany(query, params)
+                changed += max(0, cur.rowcount)
+        return changed
+
+    def add_readings(self, readings: Sequence[Reading]) -> int:
+        """Store readings (a stored sample is skipped); return rows inserted. See store.postgis_readings."""
+        self._sync()
+        if not readings:
+            return 0
+        inserted = self._readings.insert(self._conn, readings, touched=self._wrote_readings)
+        self._wrote_readings = True
+        return inserted
+
+    def mark_dead_letters(self, ids: Sequence[int], *, at: datetime, result: str, replayed: bool) -> None:
+        """Record a replay attempt of dead letters."""
+        from store.postgis_registry import mark_dead_letters_in
+
+        self._sync()
+        mark_dead_letters_in(self._conn, ids, at=at, result=result, replayed=replayed)

@@ -2,7 +2,8 @@
 
 Thread-safe by giving each thread its own connection. Every write runs in `BEGIN IMMEDIATE`, so
 writers queue on the database lock (busy_timeout) instead of failing half-way. `:memory:` is not
-supported: each thread's connection would see a different empty database.
+supported: each thread's connection would see a different empty database. Devices, device events,
+alarm ends, readings and dead-letter replays live in store.sqlite_registry.
 """
 
 from __future__ import annotations
@@ -20,14 +21,23 @@ from typing import Any
 
 from shapely.geometry import Point
 
+from alerts.maintenance import MaintenanceWindow
 from alerts.model import HistoryEntry, Incident, Notification
-from geo.model import Building, Device, District, Grid, GridVersion, Patroller, RosterException, Shift
-from ingest.model import Alarm, DeadLetter
+from geo.model import (
+    Building,
+    District,
+    Grid,
+    GridVersion,
+    Patroller,
+    RosterException,
+    Shift,
+)
+from ingest.model import Alarm
 from store import codec
 from store.errors import ConflictError, StoreError
 from store.migrate import load_migrations, pending, split_statements
-from alerts.maintenance import MaintenanceWindow
-from store.ports import IncidentQuery, Position, StoredDeadLetter, StoredWindow
+from store.ports import IncidentQuery, Position, StoredWindow
+from store.sqlite_registry import SqliteRegistry, upsert_devices_in
 from store.sqlite_uow import (
     ALARM_SELECT,
     INCIDENT_SELECT,
@@ -78,7 +88,7 @@ def _translated() -> Iterator[None]:
         raise StoreError(f"sqlite: {type(e).__name__}: {e}") from e
 
 
-class SqliteStore(SqliteVersions):
+class SqliteStore(SqliteRegistry, SqliteVersions):
     """store.ports.Store on one SQLite file."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 10_000, url: str | None = None) -> None:
@@ -208,15 +218,7 @@ class SqliteStore(SqliteVersions):
             insert_grid_rows(tx, version_id, district.grids, district.buildings)
             audit_in(tx, version_id, at=now, actor="seed", action="import",
                      detail={"source": district.name, "grids": len(district.grids), "buildings": len(district.buildings)})
-            tx.executemany(
-                "INSERT INTO devices (id, kind, name, geom, grid_code, zones) VALUES (?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name, geom = excluded.geom,"
-                " grid_code = excluded.grid_code, zones = excluded.zones",
-                [
-                    (d.id, d.kind, d.name, codec.to_wkb(d.geometry), d.grid_code, to_json(list(d.zones)))
-                    for d in district.devices
-                ],
-            )
+            upsert_devices_in(tx, district.devices, at=now)
             tx.executemany(
                 "INSERT INTO patrollers (id, name, phone, grid_codes, shifts, home, backup_grid_codes, roster_exceptions)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -283,16 +285,6 @@ class SqliteStore(SqliteVersions):
             {"version": version},
         )
         return [Building(r["code"], r["grid_code"], r["name"], codec.from_wkb(r["geom"])) for r in rows]
-
-    def devices(self) -> list[Device]:
-        """The device registry, ordered by id."""
-        rows = self._query("SELECT id, kind, name, geom, grid_code, zones FROM devices ORDER BY id")
-        return [
-            Device(
-                r["id"], r["kind"], r["name"], codec.from_wkb(r["geom"]), r["grid_code"], tuple(json.loads(r["zones"]))
-            )
-            for r in rows
-        ]
 
     def patrollers(self) -> list[Patroller]:
         """Patrollers with assignments and shifts, ordered by id."""
@@ -454,21 +446,6 @@ class SqliteStore(SqliteVersions):
         return int(self._query("SELECT count(*) FROM alarms")[0][0])
 
     # --- dead letters and outbox -----------------------------------------------------------------
-    def dead_letters(self, *, limit: int = 100) -> list[StoredDeadLetter]:
-        """Newest dead letters first."""
-        rows = self._query(
-            "SELECT id, topic, payload, reason, detail, received_at FROM dead_letters"
-            " ORDER BY received_at DESC, id DESC LIMIT ?",
-            (max(0, limit),),
-        )
-        return [
-            StoredDeadLetter(
-                r["id"],
-                DeadLetter(r["topic"], bytes(r["payload"]), r["reason"], r["detail"], from_ts_text(r["received_at"])),
-            )
-            for r in rows
-        ]
-
     def pending_notifications(self, *, limit: int = 500) -> list[tuple[int, Notification]]:
         """Outbox rows not yet delivered, oldest first."""
         rows = self._query(

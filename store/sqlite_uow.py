@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from alerts.model import OPEN_STATES, HistoryEntry, Incident, Notification
 from geo.model import GridVersion
-from ingest.model import Alarm, DeadLetter, PatrollerPosition
+from ingest.model import (
+    Alarm,
+    AlarmEnd,
+    DeadLetter,
+    DeviceStatus,
+    PatrollerPosition,
+    Reading,
+)
 from store import codec
 
 INCIDENT_SELECT = f"SELECT {', '.join(codec.INCIDENT_COLUMNS)} FROM incidents"
@@ -261,6 +268,43 @@ class SqliteUnitOfWork:
         from store.sqlite_versions import set_patroller_grids_in
 
         set_patroller_grids_in(self._conn, moves)
+
+    # --- devices, readings, alarm ends, dead letters (store.sqlite_registry) -------------------------
+    def touch_devices(self, seen: Mapping[str, datetime]) -> list[str]:
+        """last_seen = max(stored, given), state 'online'; return the ids that were 'offline' (came back)."""
+        from store.sqlite_registry import touch_devices_in
+
+        return touch_devices_in(self._conn, seen)
+
+    def set_device_states(self, changes: Sequence[tuple[str, str, datetime, dict[str, Any]]]) -> None:
+        """Set (device_id, state, at, detail) in order, detail merged into the stored one."""
+        from store.sqlite_registry import set_device_states_in
+
+        set_device_states_in(self._conn, changes)
+
+    def add_device_events(self, events: Sequence[DeviceStatus]) -> None:
+        """Append device status events."""
+        from store.sqlite_registry import add_device_events_in
+
+        add_device_events_in(self._conn, events)
+
+    def end_alarms(self, ends: Sequence[AlarmEnd]) -> int:
+        """End stored alarms (by message id, else the newest not-ended one of a type); return rows changed."""
+        from store.sqlite_registry import end_alarms_in
+
+        return end_alarms_in(self._conn, ends)
+
+    def add_readings(self, readings: Sequence[Reading]) -> int:
+        """Store readings (INSERT OR IGNORE: a stored sample is skipped); return rows inserted."""
+        from store.sqlite_registry import add_readings_in
+
+        return add_readings_in(self._conn, readings)
+
+    def mark_dead_letters(self, ids: Sequence[int], *, at: datetime, result: str, replayed: bool) -> None:
+        """Record a replay attempt of dead letters."""
+        from store.sqlite_registry import mark_dead_letters_in
+
+        mark_dead_letters_in(self._conn, ids, at=at, result=result, replayed=replayed)
 
 
 def incident_from_row(row: sqlite3.Row) -> Incident:

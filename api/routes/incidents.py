@@ -12,9 +12,9 @@ from pydantic import AwareDatetime, BaseModel, Field, field_validator
 from alerts import workflow
 from alerts.actions import IncidentNotFoundError, perform
 from alerts.model import IncidentState
-from alerts.roles import Actor, may_act
-from alerts.workflow import InvalidParamsError, allowed_actions, check_params
+from alerts.roles import SYSTEM_ACTIONS, Actor, may_act
 from alerts.views import history_dict, incident_dict
+from alerts.workflow import InvalidParamsError, allowed_actions, check_params
 from api.deps import RuntimeDep
 from store.ports import IncidentQuery
 
@@ -119,7 +119,8 @@ def get_incident(
     if incident is None:
         raise IncidentNotFoundError(f"incident {incident_id!r} not found")
     out = incident_dict(incident, rt.now(), personal=True)  # open to any caller until issue 6 adds login and roles
-    out["allowed_actions"] = [a for a in allowed_actions(incident.state) if who is None or may_act(who, a, incident)]
+    out["allowed_actions"] = [a for a in allowed_actions(incident.state)
+                              if a not in SYSTEM_ACTIONS and (who is None or may_act(who, a, incident))]
     out["alarms"] = [
         {
             "device_id": a.device_id,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
@@ -49,8 +49,27 @@ def map_wall(rt: RuntimeDep, grid: Annotated[str | None, Query(pattern=GRID_CODE
         collection([grid_feature(g) for g in shown]),
         [incident_dict(i, now) for i in incidents],
         title=f"gridwatch map wall{f' · {grid}' if grid else ''}",
+        devices=_device_markers(rt, {g.code for g in grids} if grid is not None else None, incidents),
     )
     return HTMLResponse(fmap.get_root().render())
+
+
+def _device_markers(rt: Any, codes: set[str] | None, incidents: list[Any]) -> list[dict[str, Any]]:
+    """Device dicts for the wall: state from the store, alarming when an open incident is theirs."""
+    from alerts.routing import device_point
+
+    states = rt.store.device_states()
+    alarming = {i.device_id for i in incidents if getattr(i, "device_id", None)}
+    out = []
+    for d in rt.devices.values():
+        if codes is not None and d.grid_code not in codes:
+            continue
+        lon, lat = device_point(d)
+        st = states.get(d.id)
+        out.append({"id": d.id, "kind": d.kind, "name": d.name, "lon": lon, "lat": lat, "alarming": d.id in alarming,
+                    "state": st.state if st is not None else "unknown",
+                    "last_seen": st.last_seen.isoformat() if st is not None and st.last_seen else None})
+    return out
 
 
 @router.get("/plan/{version_id}", response_class=HTMLResponse)

@@ -1,28 +1,19 @@
-"""Devices, patrollers, dead letters and outbox counters."""
+"""Patrollers and outbox counters (devices: api/routes/devices.py; dead letters: api/routes/deadletters.py)."""
 
 from __future__ import annotations
 
-import base64
-from typing import Annotated, Any
-
 from datetime import date, datetime, time
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from api.deps import RuntimeDep
 from api.errors import InvalidQueryProblem, NotFoundProblem
-from api.geojson import collection, device_feature
 from geo.model import Patroller, RosterException, Shift
 from store import codec
 
 router = APIRouter(tags=["registry"])
-
-
-@router.get("/devices")
-def list_devices(rt: RuntimeDep) -> dict[str, Any]:
-    """The device registry as a FeatureCollection."""
-    return collection([device_feature(d) for d in rt.devices.values()])
 
 
 def patroller_dict(p: Patroller, local: datetime, pos: Any) -> dict[str, Any]:
@@ -107,22 +98,6 @@ def put_roster(rt: RuntimeDep, patroller_id: str, body: RosterBody) -> dict[str,
     rt.refresh_patrollers()
     p = next(p for p in rt.patrollers if p.id == patroller_id)
     return patroller_dict(p, rt.now().astimezone(rt.router.tz), rt.store.positions().get(p.id))
-
-
-@router.get("/dead-letters")
-def list_dead_letters(rt: RuntimeDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
-    """Messages that could not be accepted, newest first, with the reason."""
-    items = []
-    for row in rt.store.dead_letters(limit=limit):
-        dl = row.dead_letter
-        try:
-            payload = dl.payload.decode()
-        except UnicodeDecodeError:
-            payload = "base64:" + base64.b64encode(dl.payload).decode()
-        items.append(
-            {"id": row.id, "topic": dl.topic, "reason": dl.reason, "detail": dl.detail, "received_at": dl.received_at.isoformat(), "payload": payload[:2000]}
-        )
-    return {"count": len(items), "items": items}
 
 
 @router.get("/notifications/counters")

@@ -125,7 +125,7 @@ def problem(resp: httpx.Response, status: int) -> dict[str, Any]:
 
 # --- reading a rendered folium map wall ---------------------------------------------------------
 _GEOJSON_DATA = re.compile(r"geo_json_\w+_add\((\{.*\})\);")
-_CIRCLE_MARKER = re.compile(r"L\.circleMarker\(\s*\[([^\]]+)\],\s*(\{.*?\})\s*\)", re.S)
+_CIRCLE_MARKER = re.compile(r"L\.circleMarker\(\s*\[([^\]]+)\],\s*(\{.*?\})\s*\)", re.DOTALL)
 
 
 def wall_grids(html: str) -> dict[str, dict[str, Any]]:
@@ -139,11 +139,23 @@ def wall_grids(html: str) -> dict[str, dict[str, Any]]:
 
 
 def wall_markers(html: str) -> list[tuple[float, float, str]]:
-    """The incident markers of a map wall page: (lat, lon, colour)."""
+    """The incident markers of a map wall page: (lat, lon, colour) (device markers, radius 4, left out)."""
+    return [m for m in _markers(html, devices=False)]
+
+
+def device_markers(html: str) -> list[tuple[float, float, str]]:
+    """The device markers of a map wall page: (lat, lon, colour by state)."""
+    return [m for m in _markers(html, devices=True)]
+
+
+def _markers(html: str, *, devices: bool) -> list[tuple[float, float, str]]:
     out = []
     for latlon, options in _CIRCLE_MARKER.findall(html):
+        opts = json.loads(options)
+        if (opts.get("radius") == 4) != devices:
+            continue
         lat, lon = (float(v) for v in latlon.split(","))
-        out.append((lat, lon, json.loads(options)["color"]))
+        out.append((lat, lon, opts["color"]))
     return out
 
 

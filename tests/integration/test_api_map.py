@@ -10,10 +10,12 @@ from shapely.geometry import Point, box
 
 from api.runtime import Runtime
 from maps.style import LIGHT_COLORS, NO_LIGHT_COLOR, QUIET_FILL
+from maps.wall import DEVICE_COLORS
 from store.ports import Store
 from tests.integration.apphelpers import (
     Clock,
     client_for,
+    device_markers,
     feed_incidents,
     make_runtime,
     problem,
@@ -52,7 +54,7 @@ def get_map(client: TestClient, **params: str) -> str:
     return resp.text
 
 
-def test_map_wall_shows_level_1_and_level_3_grids_and_quiet_fills(client: TestClient) -> None:
+def test_map_wall_shows_level_1_and_level_3_grids_and_quiet_fills(client: TestClient, rt: Runtime) -> None:
     html = get_map(client)
 
     grids = wall_grids(html)
@@ -60,6 +62,8 @@ def test_map_wall_shows_level_1_and_level_3_grids_and_quiet_fills(client: TestCl
     assert {g["fill"] for g in grids.values()} == {QUIET_FILL}
     assert {g["open_incidents"] for g in grids.values()} == {0}
     assert wall_markers(html) == []
+    devices = device_markers(html)
+    assert len(devices) == len(rt.devices) and {c for *_, c in devices} == {DEVICE_COLORS["unknown"]}  # none heard from yet
     assert "<title>gridwatch map wall</title>" in html
 
 
@@ -170,3 +174,16 @@ def test_drill_down_and_incident_filter_follow_parent_codes_not_prefixes(client:
              Grid("U-17", 3, "u", box(0, 0, 1, 1), "S-1"), Grid("U-18", 3, "u", box(0, 0, 1, 1), "S-2")]
     assert [g.code for g in subtree(grids, "D1")] == ["D1", "S-1", "U-17"]
     assert subtree(grids, "nope") == []
+
+
+def test_device_markers_show_online_offline_and_alarming(client: TestClient, rt: Runtime) -> None:
+    from tests.integration.apphelpers import alarm_message, message
+
+    fences = sorted(d.id for d in rt.devices.values() if d.kind == "fence")
+    rt.handle_messages([message(f"gridwatch/devices/{fences[0]}/status", b'{"online": true}', rt.now())])
+    rt.handle_messages([message(f"gridwatch/devices/{fences[1]}/status", b'{"online": false}', rt.now())])
+    rt.handle_messages([alarm_message(fences[2], "m-1", at=rt.now())])
+    colours = [c for *_, c in device_markers(get_map(client))]
+    # the offline fence is also alarming (its device.offline incident is open)
+    assert colours.count(DEVICE_COLORS["online"]) == 1
+    assert colours.count(DEVICE_COLORS["alarming"]) == 2

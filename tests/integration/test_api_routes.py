@@ -465,7 +465,9 @@ def test_devices_are_the_registry_as_geojson(client: TestClient) -> None:
     assert sorted(f["id"] for f in body["features"]) == sorted(expected)
     for f in body["features"]:
         d = expected[f["id"]]
-        assert f["properties"] == {"id": d.id, "kind": d.kind, "name": d.name, "grid_code": d.grid_code, "zones": list(d.zones)}
+        assert f["properties"] == {"id": d.id, "kind": d.kind, "name": d.name, "grid_code": d.grid_code, "zones": list(d.zones),
+                                   "format": "gridwatch", "identity": None, "interval_s": None, "state": "unknown",
+                                   "state_since": None, "last_seen": None, "detail": {}}
         assert shape(f["geometry"]).equals_exact(d.geometry, tolerance=1e-9)
 
 
@@ -517,6 +519,7 @@ def test_healthz_reports_grid_version_and_ingest_counters(client: TestClient, rt
     assert body["grid_version"] == rt.store.current_version().id
     assert body["ingest"] == {
         "running": False, "batches": 2, "messages": 4, "alarms_stored": 3, "duplicates": 0, "dead_letters": 1, "incidents_created": 3,
+        "readings": 0, "statuses": 0, "alarm_ends": 0, "level_repeats": 0,
     }
 
 

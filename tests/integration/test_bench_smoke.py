@@ -24,7 +24,7 @@ def test_bench_runs_at_tiny_sizes(tmp_path: Path) -> None:
     out, raw_json = tmp_path / "RESULTS.md", tmp_path / "results.json"
     results = run.main([
         "--quick", "--points", "2000", "--big", "200", "--pg-points", "40", "--messages", "200", "--rounds", "1",
-        "--window", "50", "--latency-rate", "200", "--latency-seconds", "1", "--plan-grids", "300",
+        "--window", "50", "--latency-rate", "200", "--latency-seconds", "1", "--plan-grids", "300", "--readings", "400",
         "--output", str(out), "--json", str(raw_json),
     ])  # fmt: skip
 
@@ -58,4 +58,14 @@ def test_bench_runs_at_tiny_sizes(tmp_path: Path) -> None:
     for kind in ("postgis", "sqlite"):
         assert plan[kind]["import"]["errors"] == 0 and plan[kind]["import"]["features"] > 300, kind
         assert len(plan[kind]["hot_swap"]["swap_seconds"]) == 3, kind
+
+    dev = results["devices"]
+    assert set(dev["decoders"]) >= {"alarm v1", "Frigate event", "Hikvision XML", "Zigbee2MQTT", "Contact ID"}
+    assert all(d["decode_us"] > 0 and d["outputs"] >= 1 for d in dev["decoders"].values())
+    for per, entry in dev["readings"].items():
+        assert entry["raw"]["lost"] == 0, per
+        for kind in ("postgis", "sqlite"):
+            r = entry[kind]
+            assert r["rows"] == r["readings"] and (r["lost"], r["duplicated"], r["dead_letters"]) == (0, 0, 0), (per, kind)
+    assert "readings, postgis: MQTT → store" in text
     assert "(d) planners" in text

@@ -41,9 +41,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def secured_broker(tmp_path: Path):  # noqa: ANN201
-    if shutil.which("mosquitto_passwd") is None:
-        pytest.skip("mosquitto-clients not installed")
+def secured_broker(tmp_path: Path):
+    if shutil.which("mosquitto") is None:
+        pytest.skip("mosquitto not installed")
     port = _free_port()
     conf = (DOCKER / "mosquitto" / "mosquitto.conf").read_text()
     conf = conf.replace("listener 1883", f"listener {port} 127.0.0.1").replace("/mosquitto/config/", f"{tmp_path}/").replace(
@@ -51,9 +51,15 @@ def secured_broker(tmp_path: Path):  # noqa: ANN201
     )
     (tmp_path / "data").mkdir()
     (tmp_path / "mosquitto.conf").write_text(conf + f"\nuser {getpass.getuser()}\n")
-    shutil.copy(DOCKER / "mosquitto" / "acl", tmp_path / "acl")
-    subprocess.run(["mosquitto_passwd", "-c", "-b", str(tmp_path / "passwd"), "fence-001", "pw1"], check=True)
-    subprocess.run(["mosquitto_passwd", "-b", str(tmp_path / "passwd"), "gridwatch-ingest", "pw2"], check=True)
+    # the files `gridwatch devices export-acl` writes, for a registry of two fences
+    from shapely.geometry import Point
+
+    from geo.model import Device
+    from ingest.acl import device_password, write_broker_files
+
+    fences = [Device(f"fence-00{i}", "fence", f"fence {i}", Point(113.85, 27.62), "A") for i in (1, 2)]
+    write_broker_files(tmp_path / "generated", fences, secret="test-secret", service_password="pw2")
+    PASSWORDS["fence-001"] = device_password("test-secret", "fence-001")
     proc = subprocess.Popen(["mosquitto", "-c", str(tmp_path / "mosquitto.conf")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -65,6 +71,9 @@ def secured_broker(tmp_path: Path):  # noqa: ANN201
     yield port
     proc.terminate()
     proc.wait(10)
+
+
+PASSWORDS: dict[str, str] = {}
 
 
 def _client(port: int, user: str | None, password: str | None) -> tuple[mqtt.Client, list]:
@@ -90,13 +99,13 @@ def test_anonymous_clients_are_refused(secured_broker: int) -> None:
 def test_a_device_may_publish_only_under_its_own_topic(secured_broker: int) -> None:
     got: list[str] = []
     subscribed = threading.Event()
-    sub, rc = _client(secured_broker, "gridwatch-ingest", "pw2")
+    sub, rc = _client(secured_broker, "gridwatch", "pw2")
     assert rc and not rc[0].is_failure
     sub.on_message = lambda _c, _u, m: got.append(m.topic)
     sub.on_subscribe = lambda *a: subscribed.set()
     sub.subscribe("gridwatch/devices/+/alarm", qos=1)
     assert subscribed.wait(10)
-    dev, rc = _client(secured_broker, "fence-001", "pw1")
+    dev, rc = _client(secured_broker, "fence-001", PASSWORDS["fence-001"])
     assert rc and not rc[0].is_failure
     dev.publish("gridwatch/devices/fence-002/alarm", b"{}", qos=1).wait_for_publish(10)  # someone else's topic
     dev.publish("gridwatch/devices/fence-001/alarm", b"{}", qos=1).wait_for_publish(10)

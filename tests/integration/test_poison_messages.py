@@ -73,14 +73,14 @@ def test_a_message_the_store_rejects_is_dead_lettered_and_the_rest_stored(runtim
 
 def test_a_decoder_crash_is_dead_lettered(runtime: tuple[Runtime, RejectingStore, str], monkeypatch: pytest.MonkeyPatch) -> None:
     rt, store, device = runtime
-    real_decode = runtime_module.decode_message
+    real_decode = runtime_module.decode_messages
 
     def flaky(topic: str, payload: bytes, *args: Any, **kwargs: Any) -> Any:
         if b"boom" in payload:
             raise KeyError("boom")
         return real_decode(topic, payload, *args, **kwargs)
 
-    monkeypatch.setattr(runtime_module, "decode_message", flaky)
+    monkeypatch.setattr(runtime_module, "decode_messages", flaky)
     result = rt.handle_messages([alarm(device, "boom-1"), alarm(device, "fine-1")])
     assert result.alarms_stored == 1
     (row,) = store.real.dead_letters()

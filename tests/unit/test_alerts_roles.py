@@ -9,7 +9,15 @@ import pytest
 
 from alerts import roles, workflow
 from alerts.model import Incident, IncidentState, RouteRecord
-from alerts.roles import CENTER_ACTIONS, HANDLER_ACTIONS, Actor, ForbiddenActionError, InvalidActorError, may_act, why_not
+from alerts.roles import (
+    CENTER_ACTIONS,
+    HANDLER_ACTIONS,
+    Actor,
+    ForbiddenActionError,
+    InvalidActorError,
+    may_act,
+    why_not,
+)
 
 pytestmark = pytest.mark.unit
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
@@ -60,8 +68,10 @@ def test_legacy_parse_makes_plain_strings_system_actors() -> None:
 
 # --- the action sets -------------------------------------------------------------------------------
 def test_every_action_belongs_to_exactly_one_actor_set() -> None:
-    assert HANDLER_ACTIONS | CENTER_ACTIONS == set(workflow.TRANSITIONS)
-    assert not HANDLER_ACTIONS & CENTER_ACTIONS
+    from alerts.roles import SYSTEM_ACTIONS
+
+    assert HANDLER_ACTIONS | CENTER_ACTIONS | SYSTEM_ACTIONS == set(workflow.TRANSITIONS)
+    assert not HANDLER_ACTIONS & CENTER_ACTIONS and not SYSTEM_ACTIONS & (HANDLER_ACTIONS | CENTER_ACTIONS)
     assert HANDLER_ACTIONS == {"acknowledge", "arrive", "return", "request_extension", "resolve"}
 
 
@@ -191,3 +201,23 @@ def test_escalate_and_supervise_notify_the_owning_center(store: Any, action: str
 
     outcome = perform(store.unit_of_work, "INC-1", action, actor=CENTER3, now=T0, params=params)
     assert topics(outcome) == [f"gridwatch/grids/{L3}/incidents", "gridwatch/patrollers/P1/alerts", center]
+
+
+def test_only_the_system_may_clear() -> None:
+    from alerts.roles import Actor, why_not
+
+    incident = _incident_for_clear()
+    assert why_not(Actor.parse("system:health"), "clear", incident) is None
+    for who in ("center:1:" + incident.route.l1, "patroller:" + (incident.assignee or "P1")):
+        reason = why_not(Actor.parse(who), "clear", incident)
+        assert reason is not None and "only the system" in reason
+
+
+def _incident_for_clear():  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from alerts.model import Incident, IncidentState, RouteRecord
+
+    t0 = datetime(2026, 11, 21, tzinfo=UTC)
+    route = RouteRecord(113.85, 27.62, "device", 1, "a", "b", "c", None, "P1", "nearest-on-duty", t0)
+    return Incident("INC-9", "device.offline", IncidentState.DISPATCHED, 3, "device", route, t0, t0, assignee="P1")

@@ -1,0 +1,134 @@
+"""The device registry: list with live state, import (CSV / GeoJSON / GeoPackage), readings."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, UploadFile
+from pydantic import AwareDatetime
+
+from api.deps import RuntimeDep
+from api.errors import InvalidQueryProblem, NotFoundProblem
+from api.geojson import collection, feature
+from geo.model import Device
+from store.ports import DeviceState
+
+router = APIRouter(tags=["devices"])
+
+IMPORT_SUFFIXES = (".csv", ".geojson", ".json", ".gpkg")
+
+
+def device_properties(d: Device, state: DeviceState | None) -> dict[str, Any]:
+    """What the map and the API show of a device: identity, owner grid, state and when it was last heard."""
+    return {
+        "id": d.id,
+        "kind": d.kind,
+        "name": d.name,
+        "grid_code": d.grid_code,
+        "zones": list(d.zones),
+        "format": d.format,
+        "identity": d.identity,
+        "interval_s": d.interval_s,
+        "state": state.state if state is not None else "unknown",
+        "state_since": state.since.isoformat() if state is not None and state.since else None,
+        "last_seen": state.last_seen.isoformat() if state is not None and state.last_seen else None,
+        "detail": state.detail if state is not None else {},
+    }
+
+
+@router.get("/devices")
+def list_devices(
+    rt: RuntimeDep,
+    kind: Annotated[str | None, Query(description="fence, thermal, camera, smoke, sensor")] = None,
+    state: Annotated[Literal["online", "offline", "unknown"] | None, Query()] = None,
+    grid: Annotated[str | None, Query(description="owner level-3 grid code (or a prefix of it)")] = None,
+) -> dict[str, Any]:
+    """The device registry as a FeatureCollection, with each device's state (online / offline / unknown)."""
+    states = rt.store.device_states()
+    features = []
+    for d in rt.devices.values():
+        props = device_properties(d, states.get(d.id))
+        if (kind is None or d.kind == kind) and (state is None or props["state"] == state) and (grid is None or d.grid_code.startswith(grid)):
+            features.append(feature(d.geometry, props, d.id))
+    return collection(features)
+
+
+@router.get("/devices/counters")
+def device_counters(rt: RuntimeDep) -> dict[str, Any]:
+    """How many devices are online, offline and not heard from yet, by kind."""
+    states = rt.store.device_states()
+    out: dict[str, dict[str, int]] = {}
+    for d in rt.devices.values():
+        st = states.get(d.id)
+        bucket = out.setdefault(d.kind, {"online": 0, "offline": 0, "unknown": 0})
+        bucket[st.state if st is not None and st.state in bucket else "unknown"] += 1
+    return {"by_kind": out, "total": len(rt.devices)}
+
+
+@router.get("/devices/{device_id}")
+def get_device(device_id: str, rt: RuntimeDep) -> dict[str, Any]:
+    """One device as a Feature with its state."""
+    d = rt.devices.get(device_id)
+    if d is None:
+        raise NotFoundProblem(f"device {device_id!r} not found")
+    return feature(d.geometry, device_properties(d, rt.store.device_states().get(device_id)), d.id)
+
+
+@router.get("/devices/{device_id}/readings")
+def device_readings(
+    device_id: str,
+    rt: RuntimeDep,
+    from_: Annotated[AwareDatetime | None, Query(alias="from", description="start (default: `to` − 1 h)")] = None,
+    to: Annotated[AwareDatetime | None, Query(description="end, exclusive (default: now)")] = None,
+    bucket: Annotated[Literal["raw", "1m", "1h"], Query(description="raw samples or 1-minute / 1-hour aggregates")] = "raw",
+    metric: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+) -> dict[str, Any]:
+    """A device's readings in [from, to): raw samples, or count/min/max/avg per minute or hour and metric."""
+    if device_id not in rt.devices:
+        raise NotFoundProblem(f"device {device_id!r} not found")
+    until: datetime = to or rt.now()
+    since: datetime = from_ or until - timedelta(hours=1)
+    if since >= until:
+        raise InvalidQueryProblem(f"from: expected a time before to ({since.isoformat()} ≥ {until.isoformat()})")
+    if until - since > timedelta(days=366):
+        raise InvalidQueryProblem("from/to: expected a range of at most 366 days")
+    rows = rt.store.readings(device_id, since=since, until=until, bucket=bucket, metric=metric, limit=limit)
+    items = [{"ts": r.ts.isoformat(), "metric": r.metric, "unit": r.unit, "count": r.count, "min": r.min, "max": r.max, "avg": r.avg}
+             for r in rows]
+    return {"device_id": device_id, "from": since.isoformat(), "to": until.isoformat(), "bucket": bucket, "count": len(items), "items": items}
+
+
+@router.post("/devices/import")
+async def import_devices(file: UploadFile, rt: RuntimeDep) -> dict[str, Any]:
+    """Register devices from a CSV, GeoJSON or GeoPackage file (upsert by id); owner grids are assigned.
+
+    Every row is checked first; any bad row refuses the whole file with a 422 naming each row,
+    field and what was expected.
+    """
+    from geo.devicefile import read_devices
+
+    name = file.filename or "devices.csv"
+    suffix = Path(name).suffix.lower()
+    if suffix not in IMPORT_SUFFIXES:
+        raise InvalidQueryProblem(f"file {name!r}: expected one of {', '.join(IMPORT_SUFFIXES)}")
+    with tempfile.TemporaryDirectory(prefix="gridwatch-devices-") as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        path.write_bytes(await file.read())
+        result = read_devices(path, index=rt.index)
+    if result.errors:
+        lines = [f"row {e.row}" + (f" ({e.device_id})" if e.device_id else "") + f": {e.field}: {e.message}" for e in result.errors[:50]]
+        raise InvalidQueryProblem(f"{name}: {len(result.errors)} problem(s): " + "; ".join(lines))
+    inserted, updated = rt.store.upsert_devices(result.devices, at=rt.now())
+    rt.refresh_devices()
+    return {"file": name, "devices": len(result.devices), "inserted": inserted, "updated": updated}
+
+
+@router.post("/devices/reload")
+def reload_devices(rt: RuntimeDep) -> dict[str, Any]:
+    """Reload the registry from the store (after `gridwatch devices import` from the CLI)."""
+    rt.refresh_devices()
+    return {"devices": len(rt.devices)}

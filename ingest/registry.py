@@ -1,0 +1,82 @@
+"""Resolve what a message names (a gridwatch device id or a vendor identity) to a registered device.
+
+Adapters put either the device id of a gridwatch topic or a vendor identity `<format>:<key>` into a
+normalized message's `device_id` (see ingest/adapters). The registry knows each device's identity
+(`Device.identity`, from `gridwatch devices import`). Resolution, first match wins:
+
+1. a registered device id (gridwatch topics);
+2. an exact identity (`hikvision:44:19:b6:6d:24:85/2`: that camera channel);
+3. the identity without its last `/part` (`hikvision:44:19:b6:6d:24:85`: one registration for every
+   channel of an NVR, or every zone of a fence host); the part is kept as the alarm's zone;
+4. `<format>:<device id>[/<zone>]` where `<device id>` is a registered device (a fence host publishing
+   on its own gridwatch topic: `fence:host-07/3` → device `host-07`, zone `3`).
+
+Pure: no I/O; a Runtime rebuilds it when the registry changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from geo.model import Device
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The device a message is about, and the sub-part (zone or channel) the reference named."""
+
+    device: Device
+    part: str | None = None
+
+
+class Registry:
+    """Device lookup by id and by vendor identity."""
+
+    def __init__(self, devices: Iterable[Device]) -> None:
+        self.by_id: dict[str, Device] = {d.id: d for d in devices}
+        self.by_identity: dict[str, Device] = {d.identity: d for d in self.by_id.values() if d.identity}
+        self._cache: dict[str, Resolved | None] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def get(self, device_id: str) -> Device | None:
+        """A device by its gridwatch id."""
+        return self.by_id.get(device_id)
+
+    def resolve(self, ref: str) -> Resolved | None:
+        """The device `ref` names (id or vendor identity), or None when nothing registered matches."""
+        try:
+            return self._cache[ref]
+        except KeyError:
+            pass
+        found = self._resolve(ref)
+        if len(self._cache) < 100_000:
+            self._cache[ref] = found
+        return found
+
+    def _resolve(self, ref: str) -> Resolved | None:
+        device = self.by_id.get(ref) or self.by_identity.get(ref)
+        if device is not None:
+            return Resolved(device)
+        _fmt, colon, key = ref.partition(":")
+        if colon and (device := self.by_id.get(key)) is not None:
+            return Resolved(device)
+        parent, sep, part = ref.rpartition("/")
+        if not sep or not parent:
+            return None
+        device = self.by_identity.get(parent)
+        if device is not None:
+            return Resolved(device, part or None)
+        _fmt, colon, host = parent.partition(":")
+        if colon and (device := self.by_id.get(host)) is not None:
+            return Resolved(device, part or None)
+        return None
+
+
+def how_to_register(ref: str) -> str:
+    """The hint a dead letter of an unknown device gives."""
+    if ":" in ref and not ref.startswith("patroller:"):
+        return f"device identity {ref!r} is not registered (add it with `gridwatch devices import`, identity column)"
+    return f"device {ref!r} is not registered"
