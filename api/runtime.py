@@ -113,7 +113,7 @@ class Runtime:
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
         """Open the store named by the settings, migrate it, and build the runtime."""
-        store = open_store(settings.database_url)
+        store = open_store(settings.database_url, timescale=settings.timescale)
         store.migrate()
         return cls(settings, store)
 
