@@ -219,7 +219,8 @@ def simulate(
 
     _logging(False)
     district = build_sample_district(seed=seed_value)
-    sim = Simulator(district.devices, district.patrollers, mqtt_url, rate=rate, seed=seed_value, protocol=protocol)
+    sim = Simulator(district.devices, district.patrollers, mqtt_url, rate=rate, seed=seed_value, protocol=protocol,
+                    telemetry_share=0.2)
     sim.start()
     _wait(duration, threading.Event())
     sim.stop()
@@ -255,10 +256,12 @@ def demo(
     try:
         rt.start_ingest(broker_url)
         server, _ = _serve_http(create_app(settings, rt), settings.api_host, settings.api_port)
-        sim = Simulator(list(rt.devices.values()), rt.patrollers, broker_url, rate=rate, seed=int(time.time()), protocol=protocol)
+        sim = Simulator(list(rt.devices.values()), rt.patrollers, broker_url, rate=rate, seed=int(time.time()), protocol=protocol,
+                        telemetry_share=0.2)
         sim.start()
         base = f"http://{settings.api_host}:{settings.api_port}"
         device = next(d for d in rt.devices.values() if d.kind == "fence")
+        thermal = next((d for d in rt.devices.values() if d.kind == "thermal"), device)
         grid = rt.grid_by_code[device.grid_code]
         c = grid.geometry.representative_point()
         typer.echo(
@@ -271,6 +274,8 @@ def demo(
                     f"  map wall:     {base}/map",
                     f"  API docs:     {base}/docs",
                     f"  incidents:    {base}/api/v1/incidents",
+                    f"  devices:      {base}/api/v1/devices (state), {base}/api/v1/devices/{thermal.id}/readings?bucket=1m",
+                    f"  dead letters: {base}/api/v1/dead-letters/counters",
                     "  raise an alarm by hand (it will be routed to grid " + grid.code + "):",
                     "    " + raise_alarm_command(broker_url, device, c.x, c.y),
                     "",
@@ -287,7 +292,8 @@ def demo(
             server.should_exit = True
         rt.close()
         broker.stop()
-        typer.echo(f"stopped: {rt.stats['alarms_stored']} alarms stored, {rt.stats['incidents_created']} incidents opened, {rt.stats['dead_letters']} dead letters")
+        typer.echo(f"stopped: {rt.stats['alarms_stored']} alarms stored, {rt.stats['incidents_created']} incidents opened, "
+                   f"{rt.stats['readings']} readings, {rt.stats['dead_letters']} dead letters")
 
 
 def main() -> None:

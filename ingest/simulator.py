@@ -1,4 +1,4 @@
-"""Device and phone traffic simulator: realistic alarm v1 and location messages through any broker.
+"""Device and phone traffic simulator: realistic alarm v1, reading, status and location messages through any broker.
 
 The message stream (`Simulator.messages()`) is pure and deterministic for a seed (only `ts`
 follows the injected clock); `run()` publishes it through `MqttWorker.publish` (QoS 1, capped
@@ -101,6 +101,7 @@ class Simulator:
         malformed_share: float = 0.03,
         repeat_share: float = 0.1,
         location_share: float = 0.4,
+        telemetry_share: float = 0.0,
         publish_window: int = 500,
         protocol: MqttProtocol = "5",
         tz: tzinfo = DEFAULT_TZ,
@@ -117,6 +118,7 @@ class Simulator:
         self.malformed_share = malformed_share
         self.repeat_share = repeat_share
         self.location_share = location_share if self.patrollers else 0.0
+        self.telemetry_share = telemetry_share
         self._window = publish_window
         self._protocol = protocol
         self._tz = tz
@@ -137,6 +139,9 @@ class Simulator:
         last: tuple[Device, str, int, float] | None = None
         for n in itertools.count(1):
             msg_id = f"sim{self.seed}-{n:08d}"
+            if self.telemetry_share and rng.random() < self.telemetry_share:
+                yield self._telemetry(rng)
+                continue
             roll = rng.random()
             if roll < self.location_share:
                 p = rng.choice(self.patrollers)
@@ -197,6 +202,18 @@ class Simulator:
             data["obscuration_pct_ft"] = round(rng.uniform(2, 12), 1)  # no lat/lon: the registered location is used
         body["data"] = data
         return body
+
+    def _telemetry(self, rng: random.Random) -> SimulatedMessage:
+        """A heartbeat status, or a reading: a thermal camera's max temperature, a fence's pulse voltage."""
+        device = rng.choice(self.devices)
+        if device.kind == "thermal" and rng.random() < 0.7:
+            body: dict[str, Any] = {"ts": self._ts(), "metric": "temperature_max", "value": round(rng.uniform(18, 45), 1), "unit": "°C"}
+            return SimulatedMessage(topics.device_reading(device.id), _dumps(body), "reading")
+        if device.kind == "fence" and rng.random() < 0.7:
+            body = {"ts": self._ts(), "metric": "voltage_kv", "value": round(rng.uniform(6.5, 9.5), 2), "unit": "kV"}
+            return SimulatedMessage(topics.device_reading(device.id), _dumps(body), "reading")
+        body = {"ts": self._ts(), "online": True, "battery": rng.randrange(60, 101)}
+        return SimulatedMessage(topics.device_status(device.id), _dumps(body), "status")
 
     def _malformed(self, rng: random.Random, msg_id: str) -> SimulatedMessage:
         why = rng.choice(MALFORMED_KINDS)

@@ -109,3 +109,26 @@ def test_raise_alarm_command_is_a_paste_ready_mosquitto_pub() -> None:
     result = alarm_v1.decode("fence-1", payload, NOW, topic=argv[argv.index("-t") + 1])
     assert isinstance(result, Alarm)
     assert (result.msg_id, result.type, result.zone, result.lon) == ("manual-1", "fence.intrusion", "Z4", 113.855)
+
+
+def test_telemetry_share_adds_readings_and_heartbeats_that_decode() -> None:
+    from datetime import UTC, datetime
+
+    from ingest.decode import decode_messages
+    from ingest.model import DeadLetter, DeviceStatus, Reading
+    from ingest.simulator import Simulator
+    from geo.district import build_sample_district
+
+    district = build_sample_district(seed=7)
+    sim = Simulator(district.devices, district.patrollers, "mqtt://127.0.0.1:1", seed=3, telemetry_share=0.5)
+    msgs = list(itertools.islice(sim.messages(), 400))
+    kinds = {m.kind for m in msgs}
+    assert {"reading", "status", "alarm"} <= kinds
+    now = datetime.now(UTC)
+    for m in msgs:
+        if m.kind in ("reading", "status"):
+            out = decode_messages(m.topic, m.payload, now)
+            assert not isinstance(out, DeadLetter), out
+            assert all(isinstance(x, Reading | DeviceStatus) for x in out)
+    plain = Simulator(district.devices, district.patrollers, "mqtt://127.0.0.1:1", seed=3)
+    assert not {m.kind for m in itertools.islice(plain.messages(), 400)} & {"reading", "status"}  # off by default
