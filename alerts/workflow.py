@@ -44,8 +44,8 @@ TRANSITIONS: dict[str, tuple[frozenset[S], S | None]] = {
     "archive": (frozenset({S.CLOSED, S.CALLED_BACK}), S.ARCHIVED),
     "cancel": (frozenset({S.REPORTED, S.VERIFYING, S.PARKED}), S.CANCELLED),
     # the system closes a device-status incident whose cause went away (device.offline: the device is back)
-    "clear": (frozenset({S.REGISTERED, S.DISPATCHED, S.RETURNED, S.ACKNOWLEDGED, S.EXTENSION_REQUESTED, S.PARKED, S.REWORK}),
-              S.CLOSED),
+    "clear": (frozenset({S.REPORTED, S.VERIFYING, S.REGISTERED, S.DISPATCHED, S.RETURNED, S.ACKNOWLEDGED,
+                         S.EXTENSION_REQUESTED, S.PARKED, S.REWORK}), S.CLOSED),
     # cross-cutting actions on open incidents: the state stays
     "escalate": (_OPEN, None),
     "supervise": (_OPEN, None),

@@ -51,6 +51,7 @@ def merge(total: IntakeResult, part: IntakeResult) -> None:
     total.statuses += part.statuses
     total.alarm_ends += part.alarm_ends
     total.suppressed += part.suppressed
+    total.came_back.extend(part.came_back)
     total.muted += part.muted
     total.correlated += part.correlated
     total.folded += part.folded
@@ -59,8 +60,13 @@ def merge(total: IntakeResult, part: IntakeResult) -> None:
     total.notifications.extend(part.notifications)
 
 
+class _AlreadyReplayed(Exception):
+    """Another replay marked this dead letter first: roll this one back."""
+
+
 def _mark_replayed(uow: Any, *, letter_id: int, at: datetime, summary: str) -> None:
-    uow.mark_dead_letters([letter_id], at=at, result=summary, replayed=True)
+    if not uow.mark_dead_letters([letter_id], at=at, result=summary, replayed=True):
+        raise _AlreadyReplayed(letter_id)
 
 
 def utcnow() -> datetime:
@@ -109,6 +115,8 @@ class Runtime:
         self.presence = GridPresence()
         self._old_indexes: dict[int, tuple[GridIndex, dict[str, Grid]]] = {}
         self.reload()
+        # level-triggered alarms still active (stored with their devices): a restart does not raise them again
+        self.levels.load({d: st.detail.get("active_levels") or {} for d, st in store.device_states().items()})
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
@@ -407,39 +415,44 @@ class Runtime:
         silent = [(d, since, every) for d, since, every in self.store.silent_devices(now) if d in self.devices]
         if not silent:
             return 0
-        alarms = [offline_alarm(d, since=since, now=now, reason="silent", interval_s=every) for d, since, every in silent]
         with self._swap, self.store.unit_of_work() as uow:
-            uow.set_device_states([(d, "offline", now, {"reason": "silent", "last_seen": since.isoformat()}) for d, since, _ in silent])
+            # only those still silent now, under the row lock: a heartbeat committed meanwhile wins
+            went = set(uow.mark_offline([(d, now, {"reason": "silent", "last_seen": since.isoformat()}, since)
+                                         for d, since, _ in silent]))
+            gone = [(d, since, every) for d, since, every in silent if d in went]
+            if not gone:
+                return 0
             uow.add_device_events([DeviceStatus(d, now, False, "watchdog", now, b"", {"last_seen": since.isoformat()})
-                                   for d, since, _ in silent])
+                                   for d, since, _ in gone])
+            alarms = [offline_alarm(d, since=since, now=now, reason="silent", interval_s=every) for d, since, every in gone]
             result = self.intake.accept(uow, alarms=alarms, now=now)
-        for d, _, _ in silent:
+        for d, _, _ in gone:
             self._offer_device(d, "offline", "watchdog", now)
         self._relay(result.notifications)
-        logger.info("health: %d device(s) offline: %s", len(silent), ", ".join(d for d, _, _ in silent[:10]))
-        return len(silent)
+        logger.info("health: %d device(s) offline: %s", len(gone), ", ".join(d for d, _, _ in gone[:10]))
+        return len(gone)
 
-    def _clear_offline(self, device_ids: Sequence[str]) -> int:
-        """Close the open `device.offline` incidents of devices that came back (system action `clear`)."""
+    def _clear_offline_in(self, uow: Any, device_ids: Sequence[str], now: datetime) -> list[tuple[int, Notification]]:
+        """Close the open `device.offline` incidents of devices that came back (system action `clear`), in `uow`."""
+        from contextlib import nullcontext
+
         from alerts.actions import perform
+        from alerts.errors import AlertsError
         from alerts.health import HEALTH_ACTOR, OFFLINE, clear_reason
 
-        now = self.now()
-        cleared = 0
-        with self.store.unit_of_work() as uow:
-            found = uow.open_incidents_for([(d, OFFLINE) for d in sorted(set(device_ids))], datetime(1970, 1, 1, tzinfo=UTC))
-        for (device_id, _), incident in found.items():
+        keys = [(d, OFFLINE) for d in sorted(set(device_ids))]
+        uow.lock_keys(keys)
+        found = uow.open_incidents_for(keys, datetime(1970, 1, 1, tzinfo=UTC))
+        notes: list[tuple[int, Notification]] = []
+        for (device_id, _), incident in sorted(found.items()):
             try:
-                outcome = perform(self.store.unit_of_work, incident.id, "clear", actor=HEALTH_ACTOR, now=now,
+                outcome = perform(lambda: nullcontext(uow), incident.id, "clear", actor=HEALTH_ACTOR, now=now,
                                   params={"reason": clear_reason(device_id, now)}, sla=self.sla_config)
-            except Exception:
-                logger.info("health: could not clear incident %s of device %s", incident.id, device_id, exc_info=True)
+            except AlertsError:  # in a state clear does not apply to (being resolved / checked): left to people
+                logger.info("health: incident %s of device %s left open (%s)", incident.id, device_id, incident.state)
                 continue
-            cleared += 1
-            self._relay(outcome.notifications)
-        for device_id in device_ids:
-            self._offer_device(device_id, "online", "back", now)
-        return cleared
+            notes.extend(outcome.notifications)
+        return notes
 
     def _offer_device(self, device_id: str, state: str, source: str, ts: datetime) -> None:
         """A device state change on the live stream (`device` events)."""
@@ -516,10 +529,14 @@ class Runtime:
                            f"{len(batch.positions)} position(s), {len(batch.statuses)} status event(s)")
                 # marked in the same transaction as what the replay stores: replayed exactly once
                 mark = functools.partial(_mark_replayed, letter_id=letter_id, at=now, summary=summary)
-                result = self._commit(batch, now, also=mark)
+                try:
+                    result = self._commit(batch, now, also=mark)
+                except _AlreadyReplayed:
+                    out.append({"id": letter_id, "status": "already_replayed"})
+                    continue
                 batch.commit()
                 self._after_commit(batch)
-            self._after_batch(batch, result, 1)
+                self._after_batch(batch, result, 1)
             out.append({"id": letter_id, "status": "accepted", "result": summary,
                         "incidents_created": result.incidents_created, "incidents_joined": result.incidents_joined})
         return out
@@ -616,8 +633,8 @@ class Runtime:
                 self.outbox.publish_now(result.notifications)
             else:
                 self.outbox.submit(result.notifications)
-        if result.came_back:
-            self._clear_offline(result.came_back)
+        for device_id in result.came_back:
+            self._offer_device(device_id, "online", "back", self.now())
         for status in batch.statuses + batch.patroller_statuses:
             self._offer_device(status.device_id, "online" if status.online else "offline", status.source, status.ts)
         s = self.stats
@@ -641,17 +658,23 @@ class Runtime:
             return DeadLetter(msg.topic, msg.payload, DECODE_ERROR, f"{type(exc).__name__}: {exc}"[:500], msg.received_at)
 
     def _commit(self, batch: Batch, now: datetime, *, also: Callable[[Any], None] | None = None) -> IntakeResult:
-        """Write one assembled batch in one transaction: alarms → incidents, readings, statuses, health."""
+        """Write one assembled batch in one transaction: device health, alarms → incidents, readings, statuses.
+
+        Device rows are locked first (touch, offline), then the intake's keys and incidents: every
+        writer takes them in that order. Offline alarms are raised only for devices this transaction
+        set offline (a redelivered will, or a sweep that raced a heartbeat, raises nothing), and a
+        device that came back has its `device.offline` incidents cleared in the same transaction.
+        """
         from alerts.health import offline_alarm
 
         alarms = list(batch.alarms)
-        offline: list[tuple[str, str, datetime, dict[str, Any]]] = []
-        for st in batch.statuses:
-            if not st.online:  # an explicit offline (MQTT will, availability, status): raise it now
-                alarms.append(offline_alarm(st.device_id, since=st.ts, now=now, reason=f"{st.source}: offline",
-                                            interval_s=None, raw=st.raw))
-                offline.append((st.device_id, "offline", st.ts, {"reason": st.source}))
+        notes: list[tuple[int, Notification]] = []
         with self.store.unit_of_work() as uow:
+            came_back = uow.touch_devices(batch.seen) if batch.seen else []
+            if batch.offline:  # an explicit offline (MQTT will, availability, status): raise it now
+                went = set(uow.mark_offline([(st.device_id, st.ts, {"reason": st.source}, None) for st in batch.offline]))
+                alarms.extend(offline_alarm(st.device_id, since=st.ts, now=now, reason=f"{st.source}: offline",
+                                            interval_s=None, raw=st.raw) for st in batch.offline if st.device_id in went)
             result = self.intake.accept(uow, alarms=alarms, positions=batch.positions, dead_letters=batch.dead_letters, now=now)
             if batch.readings:
                 result.readings = uow.add_readings(batch.readings)
@@ -661,13 +684,15 @@ class Runtime:
             if events:
                 uow.add_device_events(events)
                 result.statuses = len(events)
-            if batch.seen:
-                result.came_back = uow.touch_devices(batch.seen)
-            if offline:
-                uow.set_device_states(offline)
+            if batch.level_state:
+                uow.merge_device_detail([(d, {"active_levels": state}) for d, state in sorted(batch.level_state.items())])
+            if came_back:
+                result.came_back = came_back
+                notes = self._clear_offline_in(uow, came_back, now)
             if also is not None:
                 also(uow)
         result.suppressed = batch.suppressed
+        result.notifications.extend(notes)
         return result
 
     def _commit_isolated(self, one: Inbound) -> IntakeResult:

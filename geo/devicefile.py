@@ -40,17 +40,13 @@ Grid assignment (`assign_grid`): the owner is a level-3 grid of the index and th
 touched grids are ordered nearest-segment-first:
 
 - a point: the grid holding it (GridIndex.locate, so shared edges resolve as alarms do);
-- a line (a fence zone): the grids in which the line runs for a positive length, ordered by the
-  distance *along the line from its first vertex* at which the line enters them. Draw a zone line
-  starting at its alarm host (the zone's first segment): the owner is the grid of that first
-  segment, and an alarm in the zone is first the concern of the grids nearest the host. Grids the
-  line only touches at a point are not listed; ties (a line running along a shared edge) go to the
-  lower code. A self-crossing line is measured at the first pass;
-- a polygon: the grids it overlaps, by overlap area (in degrees², fine for ordering inside one
-  district), largest first; ties go to the lower code.
-
-Note: `geo.diff` places a device at `Device.anchor()` (a line's midpoint), so for a zone line that
-crosses grids the diff and `reassign` can name different grids.
+- a line (a fence zone) or a polygon: the owner is the grid of its routing point — a line's
+  midpoint, a polygon's representative point: the point alerts.routing routes its alarms by when
+  they carry no position, and geo.diff places it at when grids are republished, so import, publish
+  and routing always agree — then the other grids the line runs through (for a positive length) or
+  the polygon overlaps, nearest segment first (by distance from the routing point). Grids touched
+  at a single point are not listed; ties go to the lower code. An alarm that carries its own
+  position (a fence alarm host reporting the zone's point) is routed by that position.
 """
 
 from __future__ import annotations
@@ -366,34 +362,13 @@ def _tree(index: GridIndex) -> _Tree:
     return found
 
 
-def _line_pieces(geom: BaseGeometry) -> Iterator[LineString]:
-    """The positive-length line parts of an intersection result."""
-    if isinstance(geom, LineString):
-        if geom.length > 0:
-            yield geom
-        return
-    for part in getattr(geom, "geoms", ()):
-        yield from _line_pieces(part)
-
-
-def _entry_distance(line: LineString, grid: BaseGeometry) -> float | None:
-    """Distance along `line` from its start at which it enters `grid` (None: no positive length inside)."""
-    best: float | None = None
-    for piece in _line_pieces(line.intersection(grid)):
-        # the piece's midpoint lies inside the line, so projecting it is unambiguous even for a
-        # closed ring whose last vertex is its first one
-        mid = piece.interpolate(0.5, normalized=True)
-        at = max(0.0, line.project(mid) - piece.length / 2)
-        best = at if best is None else min(best, at)
-    return best
-
-
 def assign_grid(geometry: BaseGeometry, index: GridIndex) -> tuple[str, tuple[str, ...]]:
     """Return (owner level-3 grid code, all level-3 grids the geometry touches, nearest first).
 
-    Point: the grid holding it. Line: the grids it runs through, by distance along the line from
-    its start at which it enters them (owner: the grid of the first segment). Polygon: the grids
-    it overlaps, largest overlap first. See the module docstring for ties. Raises
+    Point: the grid holding it. Line or polygon: the owner is the grid of its routing point (a line's
+    midpoint, a polygon's representative point: where alerts.routing and geo.diff place it), then the
+    other grids it runs through or overlaps by distance from that point — the nearest segment first.
+    Grids touched at a single point are left out; ties go to the lower code. Raises
     OutsideDistrictError when the geometry touches no grid, ValueError for other geometry types.
     """
     kind = geometry.geom_type
@@ -406,20 +381,22 @@ def assign_grid(geometry: BaseGeometry, index: GridIndex) -> tuple[str, tuple[st
         raise ValueError(f"geometry is a {kind}; expected a Point, LineString or Polygon")
     tree, codes, geoms = _tree(index)
     hits = tree.query(geometry, predicate="intersects").tolist()
+    # the owner is the grid of the point alarms without a position are routed by (alerts.routing.device_point:
+    # a line's midpoint, a polygon's representative point) and that geo.diff places the device at, so import,
+    # publish and routing agree; the other grids follow by distance from it: the nearest segment first
+    anchor = geometry.interpolate(0.5, normalized=True) if kind == "LineString" else geometry.representative_point()
     ranked: list[tuple[float, str]] = []
-    if kind == "LineString":
-        assert isinstance(geometry, LineString)
-        for i in hits:
-            at = _entry_distance(geometry, geoms[i])
-            if at is not None:
-                ranked.append((at, codes[i]))
-    else:
-        assert isinstance(geometry, Polygon)
-        areas = shapely.area(shapely.intersection(geoms[hits], geometry)) if hits else []
-        ranked = [(-float(a), codes[i]) for i, a in zip(hits, areas, strict=True) if a > 0]
+    for i in hits:
+        part = shapely.intersection(geoms[i], geometry)
+        if part.is_empty or (kind == "LineString" and part.length == 0) or (kind == "Polygon" and part.area == 0):
+            continue  # touched at a point only
+        ranked.append((float(shapely.distance(anchor, part)), codes[i]))
     if not ranked:
         raise OutsideDistrictError(f"{kind} {geometry.wkt[:80]}: touches no level-3 grid")
     ranked.sort()
+    loc = index.locate(anchor.x, anchor.y)
+    if loc is not None and loc.l3 in {c for _, c in ranked}:
+        ranked.sort(key=lambda r: (r[1] != loc.l3, r[0], r[1]))
     order = tuple(code for _, code in ranked)
     return order[0], order
 

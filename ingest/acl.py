@@ -69,7 +69,13 @@ BRIDGE_PREFIXES: Mapping[str, str] = {
 }
 """Vendor format → the topic prefix its bridge publishes under (the bridge's username is the format)."""
 SERVICE_READ: tuple[str, ...] = (f"{ROOT}/#", *(f"{p}/#" for p in BRIDGE_PREFIXES.values()), f"{OWNTRACKS_ROOT}/#")
-SERVICE_WRITE: tuple[str, ...] = (f"{ROOT}/patrollers/+/alerts", f"{ROOT}/grids/+/incidents")
+SERVICE_WRITE: tuple[str, ...] = (
+    f"{ROOT}/patrollers/+/alerts",  # a patroller's incidents
+    f"{ROOT}/grids/+/incidents",  # incident events of a grid
+    f"{ROOT}/grids/+/patrollers",  # patrollers entering / leaving a grid (geofence)
+    f"{ROOT}/centers/+/+/incidents",  # escalation and supervision of a command center
+)
+"""Every outbound topic of the service (alerts.intake, alerts.actions, alerts.escalation, api.runtime)."""
 DEVICE_PATTERN = f"pattern write {ROOT}/devices/%u/#"
 PASSWORD_CONTEXT = "gridwatch-mqtt:"
 PASSWORD_LENGTH = 32

@@ -18,7 +18,7 @@ Steps, per message in batch order:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -64,7 +64,9 @@ class Batch:
     positions: list[PatrollerPosition] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     entities: list[HaEntity] = field(default_factory=list)
-    seen: dict[str, datetime] = field(default_factory=dict)
+    seen: dict[str, datetime] = field(default_factory=dict)  # device → latest receive time of a sign of life
+    offline: list[DeviceStatus] = field(default_factory=list)  # devices whose last word in the batch is "offline"
+    level_state: dict[str, dict[str, str]] = field(default_factory=dict)  # device → active level alarms (type → msg id)
     suppressed: int = 0  # level alarms already active (repeats of a sensor state)
     _commit: list[Callable[[], None]] = field(default_factory=list)
 
@@ -83,9 +85,17 @@ class LevelFilter:
 
     def plan(self, outs: Sequence[Alarm | AlarmEnd]) -> tuple[list[Alarm | AlarmEnd], int, Callable[[], None]]:
         """Return (kept messages, suppressed count, commit) without changing state until `commit()`."""
+        kept, suppressed, commit, _ = self.plan_with_state(outs)
+        return kept, suppressed, commit
+
+    def plan_with_state(self, outs: Sequence[Alarm | AlarmEnd]) -> tuple[
+            list[Alarm | AlarmEnd], int, Callable[[], None], dict[str, dict[str, str]]]:
+        """`plan`, plus the active level alarms (type → msg id) after the batch of every device it touched
+        (stored with the device, so that a restarted worker does not raise a still-active state again)."""
         view = dict(self.active)
         kept: list[Alarm | AlarmEnd] = []
         suppressed = 0
+        touched: set[str] = set()
         for m in outs:
             if isinstance(m, Alarm):
                 if m.level:
@@ -94,21 +104,33 @@ class LevelFilter:
                         suppressed += 1
                         continue
                     view[key] = m.msg_id
+                    touched.add(m.device_id)
                 kept.append(m)
                 continue
             if m.type is not None:
                 raised = view.pop((m.device_id, m.type), None)
-                if m.msg_id is None and raised is not None:
-                    m = dataclasses.replace(m, msg_id=raised)
+                if raised is not None:
+                    touched.add(m.device_id)
+                    if m.msg_id is None:
+                        m = dataclasses.replace(m, msg_id=raised)
             else:
                 for key in [k for k in view if k[0] == m.device_id]:
                     del view[key]
+                    touched.add(m.device_id)
             kept.append(m)
+        state: dict[str, dict[str, str]] = {d: {} for d in touched}
+        for (d, t), msg in view.items():
+            if d in touched:
+                state[d][t] = msg
 
         def commit() -> None:
             self.active = view
 
-        return kept, suppressed, commit
+        return kept, suppressed, commit, state
+
+    def load(self, states: Mapping[str, Mapping[str, str]]) -> None:
+        """Seed from what the store says is active (device → type → msg id), e.g. at start."""
+        self.active = {(d, t): str(msg) for d, types in states.items() for t, msg in types.items()}
 
 
 def _resolve(ref: str, registry: Registry, zone: str | None = None) -> tuple[str, str | None] | None:
@@ -130,6 +152,7 @@ def assemble(
     """Resolve, check and filter a batch of decoded messages (pure apart from the planned state)."""
     batch = Batch()
     edge: list[Alarm | AlarmEnd] = []
+    last_word: dict[str, DeviceStatus | None] = {}  # device → its last offline status, or None when it was alive
     for msg in inbound:
         out = msg.decoded
         if isinstance(out, DeadLetter):
@@ -152,17 +175,24 @@ def assemble(
                 batch.entities.append(m)
             device_id = getattr(m, "device_id", None)
             if device_id is not None and not device_id.startswith(PATROLLER_PREFIX):
-                ts = min(m.ts, now) if isinstance(m, Alarm | AlarmEnd | Reading | DeviceStatus) else now
-                if not (isinstance(m, DeviceStatus) and not m.online):
+                # liveness is our receive time, never the device's clock (it may be off by minutes)
+                if isinstance(m, DeviceStatus) and not m.online:
+                    last_word[device_id] = m
+                else:
+                    last_word[device_id] = None
                     prev = batch.seen.get(device_id)
-                    if prev is None or ts > prev:
-                        batch.seen[device_id] = ts
+                    if prev is None or msg.received_at > prev:
+                        batch.seen[device_id] = msg.received_at
+    for device_id, word in last_word.items():
+        if word is not None:  # its last word in this batch is "offline" (a will after a last reading)
+            batch.offline.append(word)
+            batch.seen.pop(device_id, None)
     if thresholds is not None and batch.readings:
         kinds = {r.device_id: d.kind for r in batch.readings if (d := registry.get(r.device_id)) is not None}
         raised, commit_thresholds = thresholds.plan(batch.readings, kinds, now)
         edge.extend(raised)
         batch._commit.append(commit_thresholds)
-    kept, batch.suppressed, commit_levels = levels.plan(edge)
+    kept, batch.suppressed, commit_levels, batch.level_state = levels.plan_with_state(edge)
     batch._commit.append(commit_levels)
     for m in kept:
         (batch.alarms if isinstance(m, Alarm) else batch.ends).append(m)  # type: ignore[arg-type]
@@ -178,6 +208,10 @@ def _resolve_all(msg: Inbound, out: list[Normalized], registry: Registry,
             continue
         zone = m.zone if isinstance(m, Alarm) else None
         hit = _resolve(m.device_id, registry, zone)
+        if hit is None and isinstance(m, DeviceStatus) and (children := registry.children(m.device_id)):
+            # a device-level heartbeat (an NVR's keep-alive) speaks for every channel registered under it
+            done.extend(dataclasses.replace(m, device_id=c.id) for c in children)
+            continue
         if hit is None:
             return dead_letter(msg.topic, msg.payload, msg.received_at, UNKNOWN_DEVICE, how_to_register(m.device_id))
         device_id, part = hit

@@ -8,8 +8,9 @@ normalized message's `device_id` (see ingest/adapters). The registry knows each 
 2. an exact identity (`hikvision:44:19:b6:6d:24:85/2`: that camera channel);
 3. the identity without its last `/part` (`hikvision:44:19:b6:6d:24:85`: one registration for every
    channel of an NVR, or every zone of a fence host); the part is kept as the alarm's zone;
-4. `<format>:<device id>[/<zone>]` where `<device id>` is a registered device (a fence host publishing
-   on its own gridwatch topic: `fence:host-07/3` → device `host-07`, zone `3`).
+4. `<format>:<device id>[/<zone>]` where `<device id>` is a registered device of that format (a fence
+   host publishing on its own gridwatch topic: `fence:host-07/3` → device `host-07`, zone `3`); a
+   device is never resolved through another format's messages.
 
 Pure: no I/O; a Runtime rebuilds it when the registry changes.
 """
@@ -60,8 +61,8 @@ class Registry:
         device = self.by_id.get(ref) or self.by_identity.get(ref)
         if device is not None:
             return Resolved(device)
-        _fmt, colon, key = ref.partition(":")
-        if colon and (device := self.by_id.get(key)) is not None:
+        fmt, colon, key = ref.partition(":")
+        if colon and (device := self.by_id.get(key)) is not None and _speaks(device, fmt):
             return Resolved(device)
         parent, sep, part = ref.rpartition("/")
         if not sep or not parent:
@@ -69,10 +70,26 @@ class Registry:
         device = self.by_identity.get(parent)
         if device is not None:
             return Resolved(device, part or None)
-        _fmt, colon, host = parent.partition(":")
-        if colon and (device := self.by_id.get(host)) is not None:
+        fmt, colon, host = parent.partition(":")
+        if colon and (device := self.by_id.get(host)) is not None and _speaks(device, fmt):
             return Resolved(device, part or None)
         return None
+
+    def children(self, ref: str) -> list[Device]:
+        """Devices registered under a device-level identity (`dahua:nvr1` → `dahua:nvr1/0`, `dahua:nvr1/1`, …)."""
+        if not ref or ":" not in ref:
+            return []
+        prefix = ref + "/"
+        return [d for identity, d in self.by_identity.items() if identity.startswith(prefix)]
+
+
+def _speaks(device: Device, fmt: str) -> bool:
+    """Whether a message of format `fmt` naming a device by its id may speak for it.
+
+    Only its own format (a Zigbee bridge cannot raise alarms as fence host `fence-07` by naming a
+    sensor `fence-07`), or the fence adapter for a fence host publishing on its own gridwatch topic
+    (the broker ACL binds that topic to the host's login)."""
+    return fmt == device.format or (fmt == "fence" and device.format in ("gridwatch", "fence"))
 
 
 def how_to_register(ref: str) -> str:

@@ -190,10 +190,19 @@ class UnitOfWork(Protocol):
     def touch_devices(self, seen: Mapping[str, datetime]) -> list[str]:
         """Record that devices were heard from: last_seen = max(stored, given), state 'online'.
 
-        state_since becomes the given time when the state changes. Unknown device ids are ignored.
-        Returns the ids (sorted) that were 'offline' before: they came back. The rows are locked until
+        state_since becomes the given time when the state changes. Unknown device ids are ignored. An
+        offline device stays offline when the given time is not after it went offline (a late or
+        replayed older message). Returns the ids (sorted) that were 'offline' before: they came back. The rows are locked until
         commit, so two workers touching the same device agree on who saw it come back.
         """
+
+    def mark_offline(self, changes: Sequence[tuple[str, datetime, dict[str, Any], datetime | None]]) -> list[str]:
+        """(device_id, at, detail, since): set offline at `at` (detail merged) unless the device already is
+        offline, or — with `since` — unless it was heard from since (coalesce(last_seen, registered_at) ≠
+        since); return the ids set offline, so a sweep racing a heartbeat or a redelivered will does nothing."""
+
+    def merge_device_detail(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Merge top-level keys into devices' detail JSON (e.g. the level-triggered alarms active)."""
 
     def set_device_states(self, changes: Sequence[tuple[str, str, datetime, dict[str, Any]]]) -> None:
         """Set (device_id, state, at, detail) in order: state (one of DEVICE_STATES; ValueError else),
@@ -218,9 +227,9 @@ class UnitOfWork(Protocol):
         samples: skipped too.
         """
 
-    def mark_dead_letters(self, ids: Sequence[int], *, at: datetime, result: str, replayed: bool) -> None:
-        """Record a replay attempt of dead letters: replays + 1, replay_result = result, and
-        replayed_at = at when `replayed` (accepted), else replayed_at unchanged. Unknown ids are ignored."""
+    def mark_dead_letters(self, ids: Sequence[int], *, at: datetime, result: str, replayed: bool) -> int:
+        """Record a replay attempt of letters not replayed yet (replays + 1, replay_result; replayed_at when
+        `replayed`); return how many rows changed (0: another replay got there first)."""
 
 
 class Store(Protocol):

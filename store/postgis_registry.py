@@ -44,13 +44,23 @@ _DEVICE_UPSERT = (
     " identity = EXCLUDED.identity, interval_s = EXCLUDED.interval_s"
 )
 # the CTE locks the rows (in id order) and reads their state as committed; SET sees the locked row
+# an offline device comes back only with a message received after it went offline (not with a late or
+# replayed older one); `stale` keeps its state
 _TOUCH = (
-    "WITH o AS (SELECT id, state FROM devices WHERE id = ANY(%(ids)s::text[]) ORDER BY id FOR UPDATE)"
-    " UPDATE devices AS d SET last_seen = greatest(d.last_seen, s.ts), state = 'online',"
-    " state_since = CASE WHEN d.state <> 'online' THEN s.ts ELSE d.state_since END"
-    " FROM o JOIN unnest(%(ids)s::text[], %(ts)s::timestamptz[]) AS s (id, ts) ON s.id = o.id"
-    " WHERE d.id = o.id RETURNING d.id, o.state AS was"
+    "WITH o AS (SELECT id, state, state_since FROM devices WHERE id = ANY(%(ids)s::text[]) ORDER BY id FOR UPDATE),"
+    " s AS (SELECT s.id, s.ts, (o.state = 'offline' AND s.ts <= coalesce(o.state_since, '-infinity')) AS stale, o.state AS was"
+    " FROM o JOIN unnest(%(ids)s::text[], %(ts)s::timestamptz[]) AS s (id, ts) ON s.id = o.id)"
+    " UPDATE devices AS d SET last_seen = greatest(d.last_seen, s.ts),"
+    " state = CASE WHEN s.stale THEN d.state ELSE 'online' END,"
+    " state_since = CASE WHEN s.stale OR d.state = 'online' THEN d.state_since ELSE s.ts END"
+    " FROM s WHERE d.id = s.id RETURNING d.id, s.was, d.state AS now"
 )
+_MARK_OFFLINE = (
+    "UPDATE devices SET state = 'offline', state_since = %(at)s, detail = detail || %(detail)s::jsonb"
+    " WHERE id = %(id)s AND state <> 'offline'"
+    " AND (%(since)s::timestamptz IS NULL OR coalesce(last_seen, registered_at) = %(since)s::timestamptz) RETURNING id"
+)
+MERGE_DETAIL = "UPDATE devices SET detail = detail || %(detail)s::jsonb WHERE id = %(id)s"
 SET_STATE = (
     "UPDATE devices SET state_since = CASE WHEN state <> %(state)s THEN %(at)s ELSE state_since END,"
     " state = %(state)s, detail = detail || %(detail)s::jsonb WHERE id = %(id)s"
@@ -112,7 +122,19 @@ def touch_devices_in(conn: Conn, seen: Mapping[str, datetime]) -> list[str]:
     text = codec.fast_text
     pairs = sorted((text(device_id), codec.to_utc(at, "seen")) for device_id, at in seen.items())
     rows = conn.execute(_TOUCH, {"ids": [p[0] for p in pairs], "ts": [p[1] for p in pairs]}).fetchall()
-    return sorted(r["id"] for r in rows if r["was"] == "offline")
+    return sorted(r["id"] for r in rows if r["was"] == "offline" and r["now"] == "online")
+
+
+def mark_offline_in(conn: Conn, changes: Sequence[tuple[str, datetime, dict[str, Any], datetime | None]]) -> list[str]:
+    """Set devices offline unless they already are (or, with `since`, unless they were heard since); return those set."""
+    out = []
+    for device_id, at, detail, since in sorted(changes, key=lambda c: c[0]):
+        row = conn.execute(_MARK_OFFLINE, {"id": codec.fast_text(device_id), "at": codec.to_utc(at, "at"),
+                                           "detail": codec.json_text(dict(detail)),
+                                           "since": None if since is None else codec.to_utc(since, "since")}).fetchone()
+        if row is not None:
+            out.append(device_id)
+    return out
 
 
 def state_changes(changes: Sequence[tuple[str, str, datetime, dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -152,14 +174,21 @@ def end_runs(ends: Sequence[AlarmEnd]) -> Iterator[tuple[str, list[dict[str, Any
         yield query, run  # type: ignore[misc]
 
 
-def mark_dead_letters_in(conn: Conn, ids: Sequence[int], *, at: datetime, result: str, replayed: bool) -> None:
-    """Record a replay attempt (replays + 1, result; replayed_at when accepted)."""
-    if ids:
-        conn.execute(
-            "UPDATE dead_letters SET replays = replays + 1, replay_result = %s,"
-            " replayed_at = CASE WHEN %s THEN %s::timestamptz ELSE replayed_at END WHERE id = ANY(%s)",
-            (codec.clean_text(result), bool(replayed), codec.to_utc(at, "at"), sorted({int(i) for i in ids})),
-        )
+def mark_dead_letters_in(conn: Conn, ids: Sequence[int], *, at: datetime, result: str, replayed: bool) -> int:
+    """Record a replay attempt (replays + 1, result; replayed_at when accepted); return rows changed.
+
+    An accepted replay marks only letters not replayed yet: two concurrent replays of one letter
+    cannot both succeed (the second changes no row, and its caller rolls back).
+    """
+    if not ids:
+        return 0
+    cur = conn.execute(
+        "UPDATE dead_letters SET replays = replays + 1, replay_result = %s,"
+        " replayed_at = CASE WHEN %s THEN %s::timestamptz ELSE replayed_at END"
+        " WHERE id = ANY(%s) AND replayed_at IS NULL",
+        (codec.clean_text(result), bool(replayed), codec.to_utc(at, "at"), sorted({int(i) for i in ids})),
+    )
+    return cur.rowcount
 
 
 def dead_letter_from_row(r: Mapping[str, Any]) -> StoredDeadLetter:

@@ -486,6 +486,22 @@ class PostgisUnitOfWork:
         self._sync()
         return touch_devices_in(self._conn, seen)
 
+    def mark_offline(self, changes: Sequence[tuple[str, datetime, dict[str, Any], datetime | None]]) -> list[str]:
+        """Set devices offline unless they already are / were heard since `since`; return the ids set."""
+        from store.postgis_registry import mark_offline_in
+
+        self._sync()
+        return mark_offline_in(self._conn, changes)
+
+    def merge_device_detail(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Merge top-level keys into devices' detail (queued)."""
+        from store.postgis_registry import MERGE_DETAIL
+
+        if changes:
+            self._defer()
+            with self._conn.cursor() as cur:
+                cur.executemany(MERGE_DETAIL, [{"id": d, "detail": codec.json_text(dict(v))} for d, v in changes])
+
     def set_device_states(self, changes: Sequence[tuple[str, str, datetime, dict[str, Any]]]) -> None:
         """Set (device_id, state, at, detail) in order, detail merged into the stored one (queued)."""
         from store.postgis_registry import SET_STATE, state_changes
@@ -539,9 +555,9 @@ class PostgisUnitOfWork:
         self._wrote_readings = True
         return inserted
 
-    def mark_dead_letters(self, ids: Sequence[int], *, at: datetime, result: str, replayed: bool) -> None:
-        """Record a replay attempt of dead letters."""
+    def mark_dead_letters(self, ids: Sequence[int], *, at: datetime, result: str, replayed: bool) -> int:
+        """Record a replay attempt of dead letters not replayed yet; return rows changed."""
         from store.postgis_registry import mark_dead_letters_in
 
         self._sync()
-        mark_dead_letters_in(self._conn, ids, at=at, result=result, replayed=replayed)
+        return mark_dead_letters_in(self._conn, ids, at=at, result=result, replayed=replayed)

@@ -88,17 +88,47 @@ def touch_devices_in(tx: sqlite3.Connection, seen: Mapping[str, datetime]) -> li
     if not seen:
         return []
     rows = [(ts_text(at, "seen"), codec.fast_text(device_id)) for device_id, at in seen.items()]
-    back = tx.execute(
-        "SELECT id FROM devices WHERE state = 'offline' AND id IN (SELECT value FROM json_each(?)) ORDER BY id",
+    offline = dict(tx.execute(
+        "SELECT id, coalesce(state_since, '') FROM devices WHERE state = 'offline' AND id IN (SELECT value FROM json_each(?))",
         (to_json([device_id for _, device_id in rows]),),
-    ).fetchall()
+    ).fetchall())
+    # an offline device comes back only with a message received after it went offline (not a late or replayed one)
+    stale = {device_id for ts, device_id in rows if device_id in offline and ts <= offline[device_id]}
+    back = sorted(device_id for _, device_id in rows if device_id in offline and device_id not in stale)
     # SET expressions see the row as it was: state_since moves only when the state changes
     tx.executemany(
         "UPDATE devices SET last_seen = CASE WHEN last_seen IS NULL OR last_seen < ?1 THEN ?1 ELSE last_seen END,"
-        " state_since = CASE WHEN state <> 'online' THEN ?1 ELSE state_since END, state = 'online' WHERE id = ?2",
-        rows,
+        " state_since = CASE WHEN ?3 OR state = 'online' THEN state_since ELSE ?1 END,"
+        " state = CASE WHEN ?3 THEN state ELSE 'online' END WHERE id = ?2",
+        [(ts, device_id, int(device_id in stale)) for ts, device_id in rows],
     )
-    return [r[0] for r in back]
+    return back
+
+
+def mark_offline_in(tx: sqlite3.Connection, changes: Sequence[tuple[str, datetime, dict[str, Any], datetime | None]]) -> list[str]:
+    """Set devices offline unless they already are (or, with `since`, unless they were heard since); return those set."""
+    out = []
+    for device_id, at, detail, since in sorted(changes, key=lambda c: c[0]):
+        row = tx.execute(
+            "SELECT detail FROM devices WHERE id = ? AND state <> 'offline' AND (? IS NULL OR coalesce(last_seen, registered_at) = ?)",
+            (device_id, None if since is None else ts_text(since, "since"), None if since is None else ts_text(since, "since")),
+        ).fetchone()
+        if row is None:
+            continue
+        merged = {**json.loads(row[0]), **codec.clean_json(dict(detail))}
+        tx.execute("UPDATE devices SET state = 'offline', state_since = ?, detail = ? WHERE id = ?",
+                   (ts_text(at, "at"), codec.json_text(merged), device_id))
+        out.append(device_id)
+    return out
+
+
+def merge_device_detail_in(tx: sqlite3.Connection, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Merge top-level keys into devices' detail."""
+    for device_id, patch in changes:
+        row = tx.execute("SELECT detail FROM devices WHERE id = ?", (device_id,)).fetchone()
+        if row is not None:
+            merged = {**json.loads(row[0]), **codec.clean_json(dict(patch))}
+            tx.execute("UPDATE devices SET detail = ? WHERE id = ?", (codec.json_text(merged), device_id))
 
 
 def set_device_states_in(tx: sqlite3.Connection, changes: Sequence[tuple[str, str, datetime, dict[str, Any]]]) -> None:
@@ -159,15 +189,17 @@ def add_readings_in(tx: sqlite3.Connection, readings: Sequence[Reading]) -> int:
     return max(0, cur.rowcount)
 
 
-def mark_dead_letters_in(tx: sqlite3.Connection, ids: Sequence[int], *, at: datetime, result: str, replayed: bool) -> None:
-    """Record a replay attempt (replays + 1, result; replayed_at when accepted)."""
+def mark_dead_letters_in(tx: sqlite3.Connection, ids: Sequence[int], *, at: datetime, result: str, replayed: bool) -> int:
+    """Record a replay attempt (replays + 1, result; replayed_at when accepted) of letters not replayed yet; return rows changed."""
     if not ids:
-        return
-    tx.execute(
+        return 0
+    cur = tx.execute(
         "UPDATE dead_letters SET replays = replays + 1, replay_result = ?,"
-        " replayed_at = CASE WHEN ? THEN ? ELSE replayed_at END WHERE id IN (SELECT value FROM json_each(?))",
+        " replayed_at = CASE WHEN ? THEN ? ELSE replayed_at END"
+        " WHERE id IN (SELECT value FROM json_each(?)) AND replayed_at IS NULL",
         (codec.clean_text(result), int(replayed), ts_text(at, "at"), to_json(sorted({int(i) for i in ids}))),
     )
+    return cur.rowcount
 
 
 def dead_letter_from_row(r: sqlite3.Row) -> StoredDeadLetter:

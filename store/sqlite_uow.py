@@ -276,6 +276,18 @@ class SqliteUnitOfWork:
 
         return touch_devices_in(self._conn, seen)
 
+    def mark_offline(self, changes: Sequence[tuple[str, datetime, dict[str, Any], datetime | None]]) -> list[str]:
+        """Set devices offline unless they already are / were heard since `since`; return the ids set."""
+        from store.sqlite_registry import mark_offline_in
+
+        return mark_offline_in(self._conn, changes)
+
+    def merge_device_detail(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Merge top-level keys into devices' detail."""
+        from store.sqlite_registry import merge_device_detail_in
+
+        merge_device_detail_in(self._conn, changes)
+
     def set_device_states(self, changes: Sequence[tuple[str, str, datetime, dict[str, Any]]]) -> None:
         """Set (device_id, state, at, detail) in order, detail merged into the stored one."""
         from store.sqlite_registry import set_device_states_in
@@ -300,11 +312,11 @@ class SqliteUnitOfWork:
 
         return add_readings_in(self._conn, readings)
 
-    def mark_dead_letters(self, ids: Sequence[int], *, at: datetime, result: str, replayed: bool) -> None:
-        """Record a replay attempt of dead letters."""
+    def mark_dead_letters(self, ids: Sequence[int], *, at: datetime, result: str, replayed: bool) -> int:
+        """Record a replay attempt of dead letters not replayed yet; return rows changed."""
         from store.sqlite_registry import mark_dead_letters_in
 
-        mark_dead_letters_in(self._conn, ids, at=at, result=result, replayed=replayed)
+        return mark_dead_letters_in(self._conn, ids, at=at, result=result, replayed=replayed)
 
 
 def incident_from_row(row: sqlite3.Row) -> Incident:

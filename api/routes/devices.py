@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, UploadFile
 from pydantic import AwareDatetime
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import RuntimeDep
 from api.errors import InvalidQueryProblem, NotFoundProblem
@@ -115,15 +116,20 @@ async def import_devices(file: UploadFile, rt: RuntimeDep) -> dict[str, Any]:
     suffix = Path(name).suffix.lower()
     if suffix not in IMPORT_SUFFIXES:
         raise InvalidQueryProblem(f"file {name!r}: expected one of {', '.join(IMPORT_SUFFIXES)}")
-    with tempfile.TemporaryDirectory(prefix="gridwatch-devices-") as tmp:
-        path = Path(tmp) / f"upload{suffix}"
-        path.write_bytes(await file.read())
-        result = read_devices(path, index=rt.index)
+    data = await file.read()
+
+    def read() -> Any:  # file parsing and grid assignment: not on the event loop
+        with tempfile.TemporaryDirectory(prefix="gridwatch-devices-") as tmp:
+            path = Path(tmp) / f"upload{suffix}"
+            path.write_bytes(data)
+            return read_devices(path, index=rt.index)
+
+    result = await run_in_threadpool(read)
     if result.errors:
         lines = [f"row {e.row}" + (f" ({e.device_id})" if e.device_id else "") + f": {e.field}: {e.message}" for e in result.errors[:50]]
         raise InvalidQueryProblem(f"{name}: {len(result.errors)} problem(s): " + "; ".join(lines))
-    inserted, updated = rt.store.upsert_devices(result.devices, at=rt.now())
-    rt.refresh_devices()
+    inserted, updated = await run_in_threadpool(rt.store.upsert_devices, result.devices, at=rt.now())
+    await run_in_threadpool(rt.refresh_devices)
     return {"file": name, "devices": len(result.devices), "inserted": inserted, "updated": updated}
 
 

@@ -309,3 +309,12 @@ def test_hash_matches_mosquitto_passwd(tmp_path: Path) -> None:
     assert user == "alice"
     assert mosquitto_hash("s3cr3t-ü", salt=base64.b64decode(salt), iterations=int(iterations)) == encoded
     assert check_mosquitto_hash("s3cr3t-ü", encoded) and not check_mosquitto_hash("s3cr3t-u", encoded)
+
+
+def test_the_service_may_publish_every_outbound_topic(broker: tuple[Broker, BrokerFiles], clients: list[Client]) -> None:
+    b, _ = broker
+    service = client(clients, b.port, "gridwatch", SERVICE_PASSWORD)
+    assert not service.connect().is_failure
+    for topic in ("gridwatch/patrollers/p-7/alerts", "gridwatch/grids/430102001001001/incidents",
+                  "gridwatch/grids/430102001001001/patrollers", "gridwatch/centers/2/430102001/incidents"):
+        assert service.publish(topic, b"{}").value in (0, 16), topic  # success / success, nobody subscribed (not 135)

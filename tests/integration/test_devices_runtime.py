@@ -198,3 +198,114 @@ def test_device_api_shows_state_and_imports_a_csv(rt: Runtime, clock: Clock, cli
     assert bad.status_code == 422 and "row 1" in bad.json()["detail"]
     counters = client.get("/api/v1/dead-letters/counters").json()
     assert counters["pending"] == 0
+
+
+# --- regressions found in review ----------------------------------------------------------------------
+def status(device_id: str, online: bool, at: object, received: object | None = None) -> object:
+    body = {"ts": at.isoformat(), "online": online}  # type: ignore[attr-defined]
+    return message(f"gridwatch/devices/{device_id}/status", json.dumps(body).encode(), received or at)  # type: ignore[arg-type]
+
+
+def open_offline(rt: Runtime, device_id: str) -> list:  # type: ignore[type-arg]
+    from store.ports import IncidentQuery
+
+    return [i for i in rt.store.incidents(IncidentQuery()) if i.device_id == device_id and i.type == "device.offline"
+            and i.state.value not in ("closed", "archived", "cancelled")]
+
+
+def test_a_will_then_a_birth_in_one_batch_leaves_the_device_online(rt: Runtime, clock: Clock) -> None:
+    register(rt, clock, camera(rt, "cam-a", "gridwatch:cam-a"))
+    t = clock.now
+    rt.handle_messages([status("cam-a", False, t), status("cam-a", True, t + timedelta(seconds=2))])
+    assert rt.store.device_states()["cam-a"].state == "online" and open_offline(rt, "cam-a") == []
+    rt.handle_messages([status("cam-a", True, t + timedelta(seconds=3)), status("cam-a", False, t + timedelta(seconds=4))])
+    assert rt.store.device_states()["cam-a"].state == "offline" and len(open_offline(rt, "cam-a")) == 1
+
+
+def test_liveness_is_the_receive_time_and_a_late_old_message_does_not_revive(rt: Runtime, clock: Clock) -> None:
+    register(rt, clock, camera(rt, "cam-k", "gridwatch:cam-k", interval_s=60))
+    for _ in range(6):  # heartbeats every 30 s from a camera whose clock is 5 minutes behind
+        rt.handle_messages([status("cam-k", True, clock.now - timedelta(minutes=5), received=clock.now)])
+        assert rt.health_sweep() == 0
+        clock.advance(seconds=30)
+    clock.advance(seconds=61)
+    assert rt.health_sweep() == 1
+    went = clock.now
+    # a message received before it went offline (a replayed dead letter, a flushed buffer) does not bring it back
+    rt.handle_messages([status("cam-k", True, went - timedelta(minutes=2), received=went - timedelta(seconds=90))])
+    assert rt.store.device_states()["cam-k"].state == "offline" and len(open_offline(rt, "cam-k")) == 1
+    clock.advance(seconds=5)
+    rt.handle_messages([status("cam-k", True, clock.now)])
+    assert rt.store.device_states()["cam-k"].state == "online" and open_offline(rt, "cam-k") == []
+
+
+def test_a_sweep_racing_a_heartbeat_raises_nothing(rt: Runtime, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    register(rt, clock, camera(rt, "cam-r", "gridwatch:cam-r", interval_s=60))
+    rt.handle_messages([status("cam-r", True, clock.now)])
+    clock.advance(seconds=61)
+    stale = rt.store.silent_devices(clock.now)
+    assert [d for d, *_ in stale] == ["cam-r"]
+    rt.handle_messages([status("cam-r", True, clock.now)])  # the heartbeat commits between the read and the sweep
+    monkeypatch.setattr(rt.store, "silent_devices", lambda now: stale)
+    assert rt.health_sweep() == 0
+    assert rt.store.device_states()["cam-r"].state == "online" and open_offline(rt, "cam-r") == []
+
+
+def test_a_redelivered_will_raises_one_offline_incident(rt: Runtime, clock: Clock) -> None:
+    register(rt, clock, camera(rt, "cam-w2", "gridwatch:cam-w2"))
+    will = message("gridwatch/devices/cam-w2/status", b'{"online": false}', clock.now)
+    rt.handle_messages([will])
+    redelivered = message("gridwatch/devices/cam-w2/status", b'{"online": false}', clock.now + timedelta(seconds=40))
+    assert not rt.handle_messages([redelivered]).incidents_created
+    assert len(open_offline(rt, "cam-w2")) == 1 and rt.store.count_alarms() == 1
+
+
+def test_an_offline_incident_is_cleared_even_when_not_dispatched(store_backend: object, clock: Clock) -> None:
+    from tests.integration.apphelpers import make_runtime, seed
+
+    seed(store_backend)  # type: ignore[arg-type]
+    rt = make_runtime(store_backend, clock, auto_dispatch=False)  # type: ignore[arg-type]
+    register(rt, clock, camera(rt, "cam-nd", "gridwatch:cam-nd"))
+    rt.handle_messages([message("gridwatch/devices/cam-nd/status", b'{"online": false}', clock.now)])
+    (incident,) = open_offline(rt, "cam-nd")
+    assert incident.state.value == "reported"
+    clock.advance(minutes=1)
+    rt.handle_messages([status("cam-nd", True, clock.now)])
+    assert rt.store.incident(incident.id).state.value == "closed"  # type: ignore[union-attr]
+
+
+def test_level_state_survives_a_restart(rt: Runtime, clock: Clock) -> None:
+    from tests.integration.apphelpers import make_runtime
+
+    register(rt, clock, camera(rt, "smk-r", "zigbee2mqtt:smk_restart", kind="smoke"))
+    assert rt.handle_messages([message("zigbee2mqtt/smk_restart", b'{"smoke": true}', clock.now)]).alarms_stored == 1
+    again = make_runtime(rt.store, clock)  # a restarted worker; the broker redelivers the unacked state report
+    assert again.handle_messages([message("zigbee2mqtt/smk_restart", b'{"smoke": true}', clock.now + timedelta(seconds=3))]).alarms_stored == 0
+    again.handle_messages([message("zigbee2mqtt/smk_restart", b'{"smoke": false}', clock.now + timedelta(seconds=9))])
+    assert again.handle_messages([message("zigbee2mqtt/smk_restart", b'{"smoke": true}', clock.now + timedelta(seconds=20))]).alarms_stored == 1
+
+
+def test_a_bridge_cannot_speak_for_a_device_of_another_format(rt: Runtime, clock: Clock) -> None:
+    fence = sorted(d.id for d in rt.devices.values() if d.kind == "fence")[0]
+    forged = rt.handle_messages([message(f"zigbee2mqtt/{fence}", b'{"smoke": true}', clock.now)])
+    assert forged.alarms_stored == 0 and forged.dead_letters == 1
+    assert rt.store.dead_letters(limit=1)[0].dead_letter.reason == "unknown_device"
+
+
+def test_an_nvr_keep_alive_counts_for_its_registered_channels(rt: Runtime, clock: Clock) -> None:
+    register(rt, clock, camera(rt, "nvr1-ch0", "dahua:nvr1/0"), camera(rt, "nvr1-ch1", "dahua:nvr1/1", n=1))
+    r = rt.handle_messages([message("dahua/nvr1/event", b"--myboundary\r\nContent-Type: text/plain\r\n\r\nHeartbeat\r\n", clock.now)])
+    assert r.dead_letters == 0
+    states = rt.store.device_states()
+    assert states["nvr1-ch0"].state == states["nvr1-ch1"].state == "online"
+
+
+def test_a_dead_letter_is_replayed_once(rt: Runtime, clock: Clock) -> None:
+    start = clock.now.timestamp()
+    rt.handle_messages([message("frigate/events", frigate_event("new", "ev-twice", "porch", start), clock.now)])
+    (letter,) = rt.store.dead_letters(limit=1, reason="unknown_device")
+    register(rt, clock, camera(rt, "cam-porch", "frigate:porch"))
+    with rt.store.unit_of_work() as uow:  # another replay got there first
+        assert uow.mark_dead_letters([letter.id], at=clock.now, result="accepted elsewhere", replayed=True) == 1
+    (r,) = rt.replay_dead_letters([letter.id])
+    assert r["status"] == "already_replayed" and rt.store.count_alarms() == 0

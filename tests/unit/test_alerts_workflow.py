@@ -116,8 +116,8 @@ def test_the_table_follows_design_section_6() -> None:
         for state in IncidentState
     }
     assert nexts == {
-        S.REPORTED: ["cancelled", "registered", "verifying"],
-        S.VERIFYING: ["cancelled", "registered"],
+        S.REPORTED: ["cancelled", "closed", "registered", "verifying"],  # closed: only by the system's "clear"
+        S.VERIFYING: ["cancelled", "closed", "registered"],
         S.REGISTERED: ["closed", "dispatched"],
         S.DISPATCHED: ["acknowledged", "closed", "returned"],  # closed: only by the system's "clear"
         S.RETURNED: ["closed", "dispatched"],

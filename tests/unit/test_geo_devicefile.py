@@ -24,7 +24,7 @@ from geo.devicefile import (
 )
 from geo.errors import OutsideDistrictError
 from geo.index import GridIndex
-from geo.model import Grid
+from geo.model import Device, Grid
 
 pytestmark = pytest.mark.unit
 
@@ -75,10 +75,10 @@ def test_csv_points_and_lines(tmp_path: Path, index: GridIndex) -> None:
     assert by_id["thermal-1"].kind == "thermal" and by_id["thermal-1"].name == "thermal-1"
     assert by_id["thermal-1"].grid_code == B and by_id["thermal-1"].interval_s is None
     fence = by_id["fence-1"]
-    # owner: the first grid crossed from the line's start (D), although its midpoint lies in C
-    assert fence.grid_code == D and fence.zones == ("Z1", "Z2")
+    # owner: the grid of its midpoint (where its alarms are routed and where geo.diff places it), then D
+    assert fence.grid_code == C and fence.zones == ("Z1", "Z2")
     assert index.locate(fence.anchor().x, fence.anchor().y).l3 == C  # type: ignore[union-attr]
-    assert zone_grids(fence, index) == (D, C)
+    assert zone_grids(fence, index) == (C, D)
     # polygon over A and B, more of it in B
     assert by_id["yard"].grid_code == B and zone_grids(by_id["yard"], index) == (B, A)
 
@@ -102,19 +102,24 @@ def test_default_kind(tmp_path: Path, index: GridIndex) -> None:
         read_devices(no_kind, index=index, default_kind="flame")
 
 
-def test_line_crossing_two_grids_from_the_start(tmp_path: Path, index: GridIndex) -> None:
-    """The same line drawn the other way round has the other owner: the start is the alarm host's end."""
+def test_line_crossing_grids_is_owned_where_it_is_routed(tmp_path: Path, index: GridIndex) -> None:
+    """The owner is the grid of the line's midpoint (alerts.routing.device_point), whichever way it is drawn."""
+    from alerts.routing import device_point
+
     east_west = LineString([(113.868, 27.625), (113.851, 27.625)])
-    assert assign_grid(east_west, index) == (D, (D, C))
-    west_east = LineString(list(east_west.coords)[::-1])
-    assert assign_grid(west_east, index) == (C, (C, D))
-    # an L-shaped zone C → D → B: grids by where the line enters them
+    assert assign_grid(east_west, index) == (C, (C, D))
+    assert assign_grid(LineString(list(east_west.coords)[::-1]), index) == (C, (C, D))
+    # an L-shaped zone C → D → B: its midpoint is the corner, in D; then the segments nearest to it
     ell = LineString([(113.855, 27.625), (113.865, 27.625), (113.865, 27.635)])
-    assert assign_grid(ell, index) == (C, (C, D, B))
-    # a closed ring around the centre starting in A: A first, then clockwise B, D, C;
-    # its last segment returns into A, which must not make A "entered at the end"
+    owner, grids = assign_grid(ell, index)
+    assert owner == D and set(grids) == {B, C, D} and grids[0] == D
+    # a closed ring around the centre starting in A: its midpoint lies in D
     ring = LineString([(113.855, 27.635), (113.865, 27.635), (113.865, 27.625), (113.855, 27.625), (113.855, 27.635)])
-    assert assign_grid(ring, index) == (A, (A, B, D, C))
+    owner, grids = assign_grid(ring, index)
+    assert owner == D and set(grids) == {A, B, C, D}
+    for line in (east_west, ell, ring):  # import, publish (geo.diff) and routing agree
+        lon, lat = device_point(Device("x", "fence", "x", line, "?"))
+        assert index.locate(lon, lat).l3 == assign_grid(line, index)[0]  # type: ignore[union-attr]
 
 
 def test_line_along_a_shared_edge_and_touching_a_corner(index: GridIndex) -> None:
@@ -194,8 +199,8 @@ def test_geo_files_are_reprojected(tmp_path: Path, index: GridIndex, crs: str, s
     by_id = {d.id: d for d in result.devices}
     assert by_id["s-1"].geometry.distance(Point(113.855, 27.625)) < 1e-7
     assert by_id["s-1"].grid_code == C and by_id["s-1"].interval_s == 60.0
-    assert by_id["f-1"].grid_code == D and by_id["f-1"].zones == ("Z1", "Z2") and by_id["f-1"].interval_s is None
-    assert zone_grids(by_id["f-1"], index) == (D, C)
+    assert by_id["f-1"].grid_code == C and by_id["f-1"].zones == ("Z1", "Z2") and by_id["f-1"].interval_s is None
+    assert zone_grids(by_id["f-1"], index) == (C, D)
     assert (by_id["cam-1"].format, by_id["cam-1"].identity, by_id["cam-1"].grid_code) == ("frigate", "frigate:front_gate", B)
 
 
