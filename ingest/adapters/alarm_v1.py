@@ -23,6 +23,7 @@ from ingest.adapters.common import (
     Longitude,
     ZonedTimestamp,
     load_json_object,
+    require_aware,
     schema_dead_letter,
 )
 from ingest.model import Alarm, DeadLetter
@@ -88,8 +89,7 @@ def normalize_type(raw: str) -> tuple[str, str | None]:
 
 def decode(device_id: str, payload: bytes, received_at: datetime, *, topic: str) -> Alarm | DeadLetter:
     """Decode one alarm v1 payload of device `device_id` into an Alarm, or a DeadLetter with the reason."""
-    if received_at.tzinfo is None:
-        raise ValueError("received_at must be timezone-aware (UTC)")
+    require_aware(received_at)
     obj = load_json_object(payload, topic, received_at)
     if isinstance(obj, DeadLetter):
         return obj

@@ -39,19 +39,26 @@ from datetime import datetime
 from typing import Any
 
 from ingest.adapters.common import (
-    INVALID_JSON,
-    MAX_PAYLOAD_BYTES,
-    NOT_UTF8,
-    PAYLOAD_TOO_LARGE,
+    CAMERA_SEVERITY,
+    MAX_EPOCH_INT,
+    OTHER_SEVERITY,
     SCHEMA,
+    UNSUPPORTED_MESSAGE,
+    camera_alarm,
+    capped_vendor_ts,
     dead_letter,
+    event_topic_device,
+    json_value,
+    payload_text,
+    receive_time_msg_id,
+    reject_constant,
+    require_aware,
+    show,
 )
-from ingest.adapters.timestamps import VendorTs, vendor_ts
-from ingest.model import Alarm, AlarmEnd, DeadLetter, DeviceStatus, Normalized, Reading
+from ingest.adapters.timestamps import VendorTs
+from ingest.model import AlarmEnd, DeadLetter, DeviceStatus, Normalized, Reading
 
 logger = logging.getLogger(__name__)
-
-UNSUPPORTED_MESSAGE = "unsupported_message"
 
 CODES: dict[str, str] = {
     "CrossLineDetection": "camera.line_crossing",
@@ -66,17 +73,7 @@ CODES: dict[str, str] = {
 """Dahua event Code → gridwatch alarm type (CrossRegionDetection may become camera.region_exit)."""
 IGNORED_CODES: frozenset[str] = frozenset({"NewFile", "VideoMotionInfo", "IntelliFrame", "TimeChange", "NTPAdjustTime"})
 """Codes that report housekeeping, not something wrong: decoded to nothing."""
-SEVERITY: dict[str, int] = {
-    "camera.motion": 2,
-    "camera.line_crossing": 3,
-    "camera.region_entrance": 3,
-    "camera.region_exit": 2,
-    "camera.tamper": 3,
-    "thermal.fire": 5,
-    "thermal.overheat": 4,
-    "other.dahua_alarmlocal": 3,
-}
-OTHER_SEVERITY = 2
+SEVERITY: dict[str, int] = {**CAMERA_SEVERITY, "other.dahua_alarmlocal": 3}
 START_ACTIONS = ("start", "pulse")
 STOP_ACTION = "stop"
 HEARTBEAT = "Heartbeat"
@@ -85,7 +82,6 @@ _CODES_LOWER = {code.lower(): code for code in (*CODES, *IGNORED_CODES)}
 _CLEAN = re.compile(r"[^a-z0-9]+")
 _HAS_DATA = re.compile(r";\s*data\s*=", re.IGNORECASE)
 _MAX_FIELD = 128
-_MAX_EPOCH_INT = 10**18
 _ZONE_STEP_S = 900  # zone offsets are whole quarter hours
 _MAX_ZONE_S = 14 * 3600
 _DISAGREE_S = 60
@@ -97,30 +93,23 @@ class _Invalid(Exception):
 
 def decode(topic: str, payload: bytes, received_at: datetime) -> list[Normalized] | DeadLetter:
     """Decode one bridged Dahua event message (text or JSON form); never raises on any payload bytes."""
-    if received_at.tzinfo is None:
-        raise ValueError("received_at must be timezone-aware (UTC)")
-    levels = topic.split("/")
-    if len(levels) < 3 or levels[-1] != "event" or not levels[-2]:
-        logger.debug("dahua: %s is not a <prefix>/<device>/event topic; ignored", topic)
+    require_aware(received_at)
+    device = event_topic_device(topic, logger, "dahua")
+    if device is None:
         return []
-    device = levels[-2]
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        return dead_letter(
-            topic, payload, received_at, PAYLOAD_TOO_LARGE,
-            f"payload is {len(payload)} bytes; expected at most {MAX_PAYLOAD_BYTES}",
-        )
-    try:
-        text = payload.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return dead_letter(topic, payload, received_at, NOT_UTF8, f"payload is not UTF-8: {exc.reason} at byte {exc.start}")
+    text = payload_text(topic, payload, received_at)
+    if isinstance(text, DeadLetter):
+        return text
     stripped = text.lstrip()
     blocks: list[dict[str, Any] | str]
     if stripped[:1] in ("{", "["):
-        loaded = _json_events(stripped)
-        if isinstance(loaded, str):
-            reason = UNSUPPORTED_MESSAGE if loaded.startswith("Code:") else INVALID_JSON
-            return dead_letter(topic, payload, received_at, reason, loaded)
-        blocks = list(loaded)
+        loaded = json_value(stripped, topic, payload, received_at)
+        if isinstance(loaded, DeadLetter):
+            return loaded
+        events = _json_events(loaded)
+        if isinstance(events, str):
+            return dead_letter(topic, payload, received_at, UNSUPPORTED_MESSAGE, events)
+        blocks = list(events)
     else:
         blocks = _text_blocks(text)
     if not blocks:
@@ -178,7 +167,7 @@ def _parse_fields(block: str) -> dict[str, Any]:
         key, sep, tail = rest.partition("=")
         key = key.strip().lower()
         if not sep or not key or len(key) > 32:
-            fields["_error"] = f"expected key=value pairs separated by ';' (got {_show(rest)})"
+            fields["_error"] = f"expected key=value pairs separated by ';' (got {show(rest)})"
             break
         if key == "data":
             fields["data"] = tail.strip()
@@ -189,13 +178,8 @@ def _parse_fields(block: str) -> dict[str, Any]:
     return fields
 
 
-def _json_events(text: str) -> list[dict[str, Any]] | str:
-    try:
-        loaded = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
-        return f"payload is not JSON: {exc}"
-    except RecursionError:
-        return "payload is nested too deeply"
+def _json_events(loaded: Any) -> list[dict[str, Any]] | str:
+    """The JSON form's event objects (keys lower-cased), or why it is not one."""
     items = loaded if isinstance(loaded, list) else [loaded]
     events: list[dict[str, Any]] = []
     for item in items[:64]:
@@ -206,11 +190,7 @@ def _json_events(text: str) -> list[dict[str, Any]] | str:
     return events
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_JSON = json.JSONDecoder(parse_constant=_reject_constant)
+_JSON = json.JSONDecoder(parse_constant=reject_constant)
 
 
 # --- one event ---------------------------------------------------------------------------------------------
@@ -226,12 +206,12 @@ def _block_outputs(block: dict[str, Any] | str, device: str, payload: bytes, rec
         raise _Invalid(str(block["_error"]))
     code_value = block.get("code")
     if not isinstance(code_value, str) or not code_value.strip() or len(code_value) > 64:
-        raise _Invalid(f"Code: expected a non-empty event code of at most 64 characters (got {_show(code_value)})")
+        raise _Invalid(f"Code: expected a non-empty event code of at most 64 characters (got {show(code_value)})")
     code = _CODES_LOWER.get(code_value.strip().lower(), code_value.strip())
     action_value = block.get("action")
     action = action_value.strip().lower() if isinstance(action_value, str) else ""
     if action not in (*START_ACTIONS, STOP_ACTION):
-        raise _Invalid(f"{code}: action: expected Start, Stop or Pulse (got {_show(action_value)})")
+        raise _Invalid(f"{code}: action: expected Start, Stop or Pulse (got {show(action_value)})")
     index = _index(block.get("index"), code)
     data = _data(block.get("data"), code)
     if code in IGNORED_CODES:
@@ -255,9 +235,7 @@ def _block_outputs(block: dict[str, Any] | str, device: str, payload: bytes, rec
         msg_id = event_id
     else:
         msg_id = f"{code}:{index}:{_ts_source(data.get('UTC')) or _ts_source(data.get('LocaleTime'))}"
-        if vt.offset == "received":
-            msg_id += f"@{received_at.isoformat()}"
-            warnings.append("no usable event time: the message id includes the receive time (a redelivery may repeat it)")
+        msg_id = receive_time_msg_id(msg_id, vt, received_at, warnings, "event time")
     alarm_data: dict[str, Any] = {
         "code": code,
         "action": action_value,
@@ -276,7 +254,6 @@ def _block_outputs(block: dict[str, Any] | str, device: str, payload: bytes, rec
     target = data.get("Object")
     if isinstance(target, dict) and (object_type := _scalar(target.get("ObjectType"))) is not None:
         alarm_data["object_type"] = object_type
-    outputs: list[Normalized] = []
     reading: Reading | None = None
     if alarm_type in ("thermal.overheat", "thermal.fire"):
         temperature = _celsius(data.get("TemperatureValue"), _scalar(data.get("TemperatureUnit")))
@@ -285,22 +262,10 @@ def _block_outputs(block: dict[str, Any] | str, device: str, payload: bytes, rec
             result = _scalar(data.get("Result"))
             if result is None or result.lower() in ("max", "maxtemp", "maxtemperature"):
                 reading = Reading(device_id=device_id, ts=vt.utc, metric="temperature_max", value=temperature, unit="°C")
-    outputs.append(
-        Alarm(
-            device_id=device_id,
-            msg_id=msg_id,
-            ts=vt.utc,
-            type=alarm_type,
-            severity=SEVERITY.get(alarm_type, OTHER_SEVERITY),
-            received_at=received_at,
-            raw=payload,
-            data=alarm_data,
-            warnings=tuple(warnings),
-        )
+    return camera_alarm(
+        device_id, msg_id, vt, alarm_type, SEVERITY.get(alarm_type, OTHER_SEVERITY), received_at, payload,
+        alarm_data, warnings, reading,
     )
-    if reading is not None:
-        outputs.append(reading)
-    return outputs
 
 
 def _index(value: Any, code: str) -> str:
@@ -311,7 +276,7 @@ def _index(value: Any, code: str) -> str:
     text = value.strip() if isinstance(value, str) else ""
     if text.isascii() and text.isdigit() and len(text) <= 6:
         return str(int(text))
-    raise _Invalid(f"{code}: index: expected a channel number (got {_show(value)})")
+    raise _Invalid(f"{code}: index: expected a channel number (got {show(value)})")
 
 
 def _data(value: Any, code: str) -> dict[str, Any]:
@@ -325,7 +290,7 @@ def _data(value: Any, code: str) -> dict[str, Any]:
         except RecursionError:
             raise _Invalid(f"{code}: data: nested too deeply") from None
     if not isinstance(value, dict):
-        raise _Invalid(f"{code}: data: expected a JSON object (got {_show(value)})")
+        raise _Invalid(f"{code}: data: expected a JSON object (got {show(value)})")
     return value
 
 
@@ -333,14 +298,14 @@ def _event_time(data: dict[str, Any], received_at: datetime) -> tuple[VendorTs, 
     """(time, the value it came from, warnings): LocaleTime first, else UTC; a disagreement is named."""
     locale_value = data.get("LocaleTime")
     utc_value = data.get("UTC")
-    local = _vendor_ts(locale_value, received_at) if locale_value not in (None, "") else None
-    utc = _vendor_ts(utc_value, received_at) if utc_value not in (None, "") else None
+    local = capped_vendor_ts(locale_value, received_at) if locale_value not in (None, "") else None
+    utc = capped_vendor_ts(utc_value, received_at) if utc_value not in (None, "") else None
     if local is not None and (local.offset != "received" or utc is None or utc.offset == "received"):
         chosen, value = local, locale_value
     elif utc is not None:
         chosen, value = utc, utc_value
     else:
-        chosen, value = _vendor_ts(None, received_at), None
+        chosen, value = capped_vendor_ts(None, received_at), None
     warnings = [chosen.warning] if chosen.warning else []
     if local is not None and utc is not None and "received" not in (local.offset, utc.offset):
         diff = (utc.utc - local.utc).total_seconds()
@@ -387,27 +352,15 @@ def _scalar(value: Any) -> str | None:
         text = value.strip()
         return text[:_MAX_FIELD] if text else None
     if isinstance(value, int):
-        return str(value) if abs(value) < _MAX_EPOCH_INT else None
+        return str(value) if abs(value) < MAX_EPOCH_INT else None
     if isinstance(value, float) and math.isfinite(value):
         return repr(value)
     return None
 
 
-def _vendor_ts(value: Any, received_at: datetime) -> VendorTs:
-    """vendor_ts, with JSON integers beyond the float range made unreadable first (float() would raise)."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_EPOCH_INT:
-        value = math.inf
-    return vendor_ts(value, received_at)
-
-
 def _ts_source(value: Any) -> str:
     if value is None or isinstance(value, bool):
         return ""
-    if isinstance(value, int) and abs(value) >= _MAX_EPOCH_INT:
+    if isinstance(value, int) and abs(value) >= MAX_EPOCH_INT:
         return ""
     return (value if isinstance(value, str) else str(value) if isinstance(value, int | float) else "")[:64]
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "…"

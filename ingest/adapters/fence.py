@@ -63,7 +63,6 @@ f"cid:{account}:{Q}{XYZ}:{GG}:{CCC}:{ts}" (ts = the UTC time used, ISO-8601).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
@@ -71,14 +70,14 @@ from datetime import datetime
 from typing import Any
 
 from ingest.adapters.common import (
-    INVALID_JSON,
-    MAX_PAYLOAD_BYTES,
-    NOT_UTF8,
-    PAYLOAD_TOO_LARGE,
     SCHEMA,
+    UNHANDLED_TOPIC,
     dead_letter,
+    json_value,
+    payload_text,
+    require_aware,
 )
-from ingest.adapters.status_v1 import (
+from ingest.adapters.shared import (
     finite,
     safe_vendor_ts,
     severity_of,
@@ -92,7 +91,6 @@ logger = logging.getLogger(__name__)
 
 FORMAT = "fence"
 BAD_CHECKSUM = "bad_checksum"
-UNHANDLED_TOPIC = "unhandled_topic"  # the same slug as ingest.decode.UNHANDLED_TOPIC
 
 FENCE_EVENTS: Mapping[str, str] = {
     "intrusion": "fence.intrusion", "touch": "fence.touch", "cut": "fence.cut", "short": "fence.short",
@@ -155,27 +153,18 @@ def decode(topic: str, payload: bytes, received_at: datetime) -> list[Normalized
 
 def decode_host(host: str, payload: bytes, received_at: datetime, *, topic: str) -> list[Normalized] | DeadLetter:
     """Decode a fence JSON or Contact ID message of alarm host `host`."""
-    if received_at.tzinfo is None:
-        raise ValueError("received_at must be timezone-aware (UTC)")
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        return dead_letter(topic, payload, received_at, PAYLOAD_TOO_LARGE,
-                           f"payload is {len(payload)} bytes; expected at most {MAX_PAYLOAD_BYTES}")
-    try:
-        text = payload.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return dead_letter(topic, payload, received_at, NOT_UTF8,
-                           f"payload is not UTF-8: {exc.reason} at byte {exc.start}")
+    require_aware(received_at)
+    text = payload_text(topic, payload, received_at)
+    if isinstance(text, DeadLetter):
+        return text
     msg = _Msg(host, topic, payload, received_at)
     if len(text) <= 40:  # the bare Contact ID message as the whole payload?
         bare = _SPACES.sub("", text).upper()
         if 9 <= len(bare) <= 16 and (_FULL.fullmatch(bare) or _SHORT.fullmatch(bare)):
             return msg.contact_id({}, text.strip())
-    try:
-        obj = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
-        return msg.dead(INVALID_JSON, f"payload is not JSON: {exc}")
-    except RecursionError:
-        return msg.dead(INVALID_JSON, "payload is nested too deeply")
+    obj = json_value(text, topic, payload, received_at)
+    if isinstance(obj, DeadLetter):
+        return obj
     if isinstance(obj, str):
         return msg.contact_id({}, obj)
     if not isinstance(obj, dict):
@@ -183,10 +172,6 @@ def decode_host(host: str, payload: bytes, received_at: datetime, *, topic: str)
     if "cid" in obj:
         return msg.contact_id(obj, obj["cid"])
     return msg.fence_json(obj)
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 def _clean(name: str) -> str:

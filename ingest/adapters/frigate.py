@@ -37,15 +37,18 @@ from datetime import datetime
 from typing import Any
 
 from ingest.adapters.common import (
-    MAX_PAYLOAD_BYTES,
-    NOT_UTF8,
-    PAYLOAD_TOO_LARGE,
     SCHEMA,
+    camera_alarm,
+    capped_vendor_ts,
+    check_size,
     dead_letter,
     load_json_object,
+    require_aware,
+    show,
+    utf8_text,
 )
-from ingest.adapters.timestamps import VendorTs, vendor_ts
-from ingest.model import Alarm, AlarmEnd, DeadLetter, DeviceStatus, Normalized
+from ingest.adapters.timestamps import VendorTs
+from ingest.model import AlarmEnd, DeadLetter, DeviceStatus, Normalized
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +66,6 @@ REVIEW_ALERT_SEVERITY = 3
 REVIEW_DETECTION_SEVERITY = 2
 
 _MAX_NAME = 128
-_MAX_EPOCH_INT = 10**18
 _MAX_LIST = 32
 _EVENT_TYPES = ("new", "update", "end")
 _LABEL_SUFFIX = re.compile(r"-verified$")
@@ -75,8 +77,7 @@ class _Invalid(Exception):
 
 def decode(topic: str, payload: bytes, received_at: datetime) -> list[Normalized] | DeadLetter:
     """Decode one Frigate MQTT message; never raises on any payload bytes."""
-    if received_at.tzinfo is None:
-        raise ValueError("received_at must be timezone-aware (UTC)")
+    require_aware(received_at)
     prefix, _, suffix = topic.rpartition("/")
     if suffix == "available" and prefix:
         return _decode_available(topic, prefix, payload, received_at)
@@ -96,34 +97,24 @@ def decode(topic: str, payload: bytes, received_at: datetime) -> list[Normalized
 
 # --- events ------------------------------------------------------------------------------------------------
 def _decode_event(obj: dict[str, Any], topic: str, payload: bytes, received_at: datetime) -> list[Normalized]:
-    kind = _message_type(obj)
-    after = _after(obj)
-    event_id = _name(after, "id")
-    camera = _name(after, "camera")
+    kind, after, event_id, camera = _head(obj, "")
     device_id = f"frigate:{camera}"
     if kind == "end":
-        end = _vendor_ts(after.get("end_time"), received_at)
-        return [AlarmEnd(device_id=device_id, ts=end.utc, received_at=received_at, raw=payload, msg_id=event_id)]
+        return _end(after, device_id, event_id, received_at, payload)
     false_positive = after.get("false_positive")
     if false_positive is not None and not isinstance(false_positive, bool):
-        raise _Invalid(f"after.false_positive: expected true or false (got {_show(false_positive)})")
+        raise _Invalid(f"after.false_positive: expected true or false (got {show(false_positive)})")
     if false_positive:
         logger.debug("frigate %s: event %s is a false positive; ignored", camera, event_id)
         return []
     label = _name(after, "label")
     entered = _str_list(after, "entered_zones")
     label_key = label.lower()
-    zone: str | None = None
-    if label_key in FIRE_LABELS:
-        alarm_type, severity = "thermal.fire", FIRE_SEVERITY
-    else:
-        severity = PERSON_SEVERITY if label_key == "person" else OBJECT_SEVERITY
-        if entered:
-            alarm_type, zone = "camera.region_entrance", entered[0]
-        else:
-            alarm_type = "camera.object"
+    alarm_type, severity, zone = _type_and_zone(
+        label_key in FIRE_LABELS, PERSON_SEVERITY if label_key == "person" else OBJECT_SEVERITY, entered
+    )
     start_value = after.get("start_time")
-    vt = _vendor_ts(start_value, received_at)
+    vt = capped_vendor_ts(start_value, received_at)
     sub_label, sub_label_score = _sub_label(after.get("sub_label"))
     data: dict[str, Any] = {
         "frigate_type": kind,
@@ -143,54 +134,33 @@ def _decode_event(obj: dict[str, Any], topic: str, payload: bytes, received_at: 
     plate = after.get("recognized_license_plate")
     if isinstance(plate, str) and plate:
         data["license_plate"] = plate[:_MAX_NAME]
-    return [
-        Alarm(
-            device_id=device_id,
-            msg_id=event_id,
-            ts=vt.utc,
-            type=alarm_type,
-            severity=severity,
-            received_at=received_at,
-            raw=payload,
-            zone=zone,
-            data=data,
-            warnings=(vt.warning,) if vt.warning else (),
-        )
-    ]
+    return _alarm(device_id, event_id, vt, alarm_type, severity, received_at, payload, data, zone)
 
 
 # --- reviews -----------------------------------------------------------------------------------------------
 def _decode_review(obj: dict[str, Any], topic: str, payload: bytes, received_at: datetime) -> list[Normalized]:
-    kind = _message_type(obj)
-    after = _after(obj)
-    msg_id = REVIEW_PREFIX + _name(after, "id")
-    camera = _name(after, "camera")
+    kind, after, msg_id, camera = _head(obj, REVIEW_PREFIX)
     device_id = f"frigate:{camera}"
     if kind == "end":
-        end = _vendor_ts(after.get("end_time"), received_at)
-        return [AlarmEnd(device_id=device_id, ts=end.utc, received_at=received_at, raw=payload, msg_id=msg_id)]
+        return _end(after, device_id, msg_id, received_at, payload)
     review_severity = after.get("severity")
     if review_severity not in ("alert", "detection"):
-        raise _Invalid(f"after.severity: expected \"alert\" or \"detection\" (got {_show(review_severity)})")
+        raise _Invalid(f"after.severity: expected \"alert\" or \"detection\" (got {show(review_severity)})")
     details = after.get("data", {})
     if details is None:
         details = {}
     if not isinstance(details, dict):
-        raise _Invalid(f"after.data: expected an object (got {_show(details)})")
+        raise _Invalid(f"after.data: expected an object (got {show(details)})")
     objects = _str_list(details, "objects", where="after.data")
     zones = _str_list(details, "zones", where="after.data")
     labels = {_LABEL_SUFFIX.sub("", o.lower()) for o in objects}
-    zone: str | None = None
-    if labels & FIRE_LABELS:
-        alarm_type, severity = "thermal.fire", FIRE_SEVERITY
-    else:
-        severity = REVIEW_ALERT_SEVERITY if review_severity == "alert" else REVIEW_DETECTION_SEVERITY
-        if zones:
-            alarm_type, zone = "camera.region_entrance", zones[0]
-        else:
-            alarm_type = "camera.object"
+    alarm_type, severity, zone = _type_and_zone(
+        bool(labels & FIRE_LABELS),
+        REVIEW_ALERT_SEVERITY if review_severity == "alert" else REVIEW_DETECTION_SEVERITY,
+        zones,
+    )
     start_value = after.get("start_time")
-    vt = _vendor_ts(start_value, received_at)
+    vt = capped_vendor_ts(start_value, received_at)
     data: dict[str, Any] = {
         "frigate_type": kind,
         "camera": camera,
@@ -203,35 +173,52 @@ def _decode_review(obj: dict[str, Any], topic: str, payload: bytes, received_at:
         "ts_offset": vt.offset,
         "ts_source": _ts_source(start_value),
     }
-    return [
-        Alarm(
-            device_id=device_id,
-            msg_id=msg_id,
-            ts=vt.utc,
-            type=alarm_type,
-            severity=severity,
-            received_at=received_at,
-            raw=payload,
-            zone=zone,
-            data=data,
-            warnings=(vt.warning,) if vt.warning else (),
-        )
-    ]
+    return _alarm(device_id, msg_id, vt, alarm_type, severity, received_at, payload, data, zone)
+
+
+def _head(obj: dict[str, Any], id_prefix: str) -> tuple[str, dict[str, Any], str, str]:
+    """(type, after, msg_id = id_prefix + after.id, after.camera) of an event or review, checked in that order."""
+    kind = _message_type(obj)
+    after = _after(obj)
+    msg_id = id_prefix + _name(after, "id")
+    return kind, after, msg_id, _name(after, "camera")
+
+
+def _end(after: dict[str, Any], device_id: str, msg_id: str, received_at: datetime, payload: bytes) -> list[Normalized]:
+    """`end`: only an AlarmEnd of that msg_id at after.end_time (an end closes, it never opens)."""
+    end = capped_vendor_ts(after.get("end_time"), received_at)
+    return [AlarmEnd(device_id=device_id, ts=end.utc, received_at=received_at, raw=payload, msg_id=msg_id)]
+
+
+def _type_and_zone(fire: bool, severity: int, zones: list[str]) -> tuple[str, int, str | None]:
+    """(type, severity, zone): thermal.fire for fire/smoke, else a region entrance of the first zone or an object."""
+    if fire:
+        return "thermal.fire", FIRE_SEVERITY, None
+    if zones:
+        return "camera.region_entrance", severity, zones[0]
+    return "camera.object", severity, None
+
+
+def _alarm(
+    device_id: str, msg_id: str, vt: VendorTs, alarm_type: str, severity: int, received_at: datetime,
+    payload: bytes, data: dict[str, Any], zone: str | None,
+) -> list[Normalized]:
+    """The Alarm of an event or review (its only warning: the start time's, if any)."""
+    warnings = [vt.warning] if vt.warning else []
+    return camera_alarm(device_id, msg_id, vt, alarm_type, severity, received_at, payload, data, warnings, zone=zone)
 
 
 # --- availability ------------------------------------------------------------------------------------------
 def _decode_available(topic: str, prefix: str, payload: bytes, received_at: datetime) -> list[Normalized] | DeadLetter:
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        return dead_letter(
-            topic, payload, received_at, PAYLOAD_TOO_LARGE,
-            f"payload is {len(payload)} bytes; expected at most {MAX_PAYLOAD_BYTES}",
-        )
-    try:
-        text = payload.decode("utf-8").strip().lower()
-    except UnicodeDecodeError as exc:
-        return dead_letter(topic, payload, received_at, NOT_UTF8, f"payload is not UTF-8: {exc.reason} at byte {exc.start}")
+    too_large = check_size(topic, payload, received_at)
+    if too_large is not None:
+        return too_large
+    decoded = utf8_text(topic, payload, received_at, bom=False)
+    if isinstance(decoded, DeadLetter):
+        return decoded
+    text = decoded.strip().lower()
     if text not in ("online", "offline"):
-        return dead_letter(topic, payload, received_at, SCHEMA, f"payload: expected \"online\" or \"offline\" (got {_show(text)})")
+        return dead_letter(topic, payload, received_at, SCHEMA, f"payload: expected \"online\" or \"offline\" (got {show(text)})")
     return [
         DeviceStatus(
             device_id=NVR_DEVICE_ID,
@@ -249,21 +236,21 @@ def _decode_available(topic: str, prefix: str, payload: bytes, received_at: date
 def _message_type(obj: dict[str, Any]) -> str:
     kind = obj.get("type")
     if kind not in _EVENT_TYPES:
-        raise _Invalid(f"type: expected \"new\", \"update\" or \"end\" (got {_show(kind)})")
+        raise _Invalid(f"type: expected \"new\", \"update\" or \"end\" (got {show(kind)})")
     return str(kind)
 
 
 def _after(obj: dict[str, Any]) -> dict[str, Any]:
     after = obj.get("after")
     if not isinstance(after, dict):
-        raise _Invalid(f"after: expected an object with the event's state (got {_show(after)})")
+        raise _Invalid(f"after: expected an object with the event's state (got {show(after)})")
     return after
 
 
 def _name(obj: dict[str, Any], key: str) -> str:
     value = obj.get(key)
     if not isinstance(value, str) or not value.strip() or len(value) > _MAX_NAME:
-        raise _Invalid(f"after.{key}: expected a non-empty string of at most {_MAX_NAME} characters (got {_show(value)})")
+        raise _Invalid(f"after.{key}: expected a non-empty string of at most {_MAX_NAME} characters (got {show(value)})")
     return value
 
 
@@ -272,7 +259,7 @@ def _str_list(obj: dict[str, Any], key: str, *, where: str = "after") -> list[st
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _Invalid(f"{where}.{key}: expected a list of strings (got {_show(value)})")
+        raise _Invalid(f"{where}.{key}: expected a list of strings (got {show(value)})")
     return [v[:_MAX_NAME] for v in value[:_MAX_LIST] if isinstance(v, str) and v]
 
 
@@ -295,17 +282,5 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _vendor_ts(value: Any, received_at: datetime) -> VendorTs:
-    """vendor_ts, with JSON integers beyond the float range made unreadable first (float() would raise)."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_EPOCH_INT:
-        value = math.inf
-    return vendor_ts(value, received_at)
-
-
 def _ts_source(value: Any) -> str:
     return "" if value is None else str(value)[:64]
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "…"

@@ -44,20 +44,29 @@ from typing import Any
 
 from ingest.adapters import xmlsafe
 from ingest.adapters.common import (
+    CAMERA_SEVERITY,
+    INVALID_XML,
+    MAX_EPOCH_INT,
     MAX_PAYLOAD_BYTES,
-    NOT_UTF8,
+    OTHER_SEVERITY,
     PAYLOAD_TOO_LARGE,
     SCHEMA,
+    UNSUPPORTED_MESSAGE,
+    camera_alarm,
+    capped_vendor_ts,
+    check_size,
     dead_letter,
     load_json_object,
+    receive_time_msg_id,
+    require_aware,
+    show,
+    utf8_text,
 )
-from ingest.adapters.timestamps import VendorTs, vendor_ts
+from ingest.adapters.xmlsafe import local_name
 from ingest.model import Alarm, DeadLetter, DeviceStatus, Normalized, Reading
 
 logger = logging.getLogger(__name__)
 
-INVALID_XML = "invalid_xml"
-UNSUPPORTED_MESSAGE = "unsupported_message"
 INVALID_MULTIPART = "invalid_multipart"
 
 HTTP_TOPIC = "http/isapi"
@@ -85,23 +94,13 @@ EVENT_TYPES: dict[str, str] = {
     "videoloss": "camera.tamper",
 }
 """Hikvision eventType (lower-cased) → gridwatch alarm type."""
-SEVERITY: dict[str, int] = {
-    "camera.motion": 2,
-    "camera.line_crossing": 3,
-    "camera.region_entrance": 3,
-    "camera.region_exit": 2,
-    "camera.tamper": 3,
-    "thermal.fire": 5,
-    "thermal.overheat": 4,
-}
+SEVERITY: dict[str, int] = dict(CAMERA_SEVERITY)
 PRE_ALARM_SEVERITY = 3
 """TMPA, the temperature *pre*-alarm, is one step below TMA."""
-OTHER_SEVERITY = 2
 HEARTBEAT_EVENT = "videoloss"
 
 _MAX_XML_DEPTH = 12
 _MAX_FIELD = 128
-_MAX_EPOCH_INT = 10**18
 _BOM = b"\xef\xbb\xbf"
 _MAC = re.compile(r"([0-9a-f]{2})[:-]?" * 5 + r"([0-9a-f]{2})", re.IGNORECASE)
 _CLEAN = re.compile(r"[^a-z0-9]+")
@@ -138,13 +137,10 @@ class HttpDecoded:
 # --- MQTT / raw payload ------------------------------------------------------------------------------------
 def decode(topic: str, payload: bytes, received_at: datetime) -> list[Normalized] | DeadLetter:
     """Decode one EventNotificationAlert (XML or JSON); never raises on any payload bytes."""
-    if received_at.tzinfo is None:
-        raise ValueError("received_at must be timezone-aware (UTC)")
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        return dead_letter(
-            topic, payload, received_at, PAYLOAD_TOO_LARGE,
-            f"payload is {len(payload)} bytes; expected at most {MAX_PAYLOAD_BYTES}",
-        )
+    require_aware(received_at)
+    too_large = check_size(topic, payload, received_at)
+    if too_large is not None:
+        return too_large
     first = _first_byte(payload)
     alert: dict[str, Any] | DeadLetter
     if first == b"<":
@@ -152,13 +148,12 @@ def decode(topic: str, payload: bytes, received_at: datetime) -> list[Normalized
     elif first == b"{":
         alert = _json_alert(topic, payload, received_at)
     else:
-        try:
-            payload.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return dead_letter(topic, payload, received_at, NOT_UTF8, f"payload is not UTF-8: {exc.reason} at byte {exc.start}")
+        not_text = utf8_text(topic, payload, received_at, bom=False)
+        if isinstance(not_text, DeadLetter):
+            return not_text
         return dead_letter(
             topic, payload, received_at, UNSUPPORTED_MESSAGE,
-            f"payload starts with {_show(payload[:16])}; expected an XML or JSON EventNotificationAlert",
+            f"payload starts with {show(payload[:16])}; expected an XML or JSON EventNotificationAlert",
         )
     if isinstance(alert, DeadLetter):
         return alert
@@ -177,10 +172,10 @@ def _first_byte(payload: bytes) -> bytes:
 
 
 def _xml_alert(topic: str, payload: bytes, received_at: datetime) -> dict[str, Any] | DeadLetter:
-    root = _parse_xml(payload)
+    root = xmlsafe.parse(payload)
     if isinstance(root, str):
         return dead_letter(topic, payload, received_at, INVALID_XML, root)
-    name = _local(root.tag)
+    name = local_name(root.tag)
     if name != "EventNotificationAlert":
         return dead_letter(
             topic, payload, received_at, UNSUPPORTED_MESSAGE,
@@ -208,14 +203,14 @@ def _json_alert(topic: str, payload: bytes, received_at: datetime) -> dict[str, 
 def _from_alert(obj: dict[str, Any], payload: bytes, received_at: datetime) -> list[Normalized]:
     event_type = _text(obj.get("eventType"))
     if not event_type or len(event_type) > 64:
-        raise _Invalid(f"eventType: expected a non-empty string of at most 64 characters (got {_show(obj.get('eventType'))})")
+        raise _Invalid(f"eventType: expected a non-empty string of at most 64 characters (got {show(obj.get('eventType'))})")
     key = event_type.lower()
     state_text = _text(obj.get("eventState"))
     state = (state_text or "active").lower()
     channel = _channel(obj)
     device_id, id_warning = _device_id(obj, channel)
     date_value = obj.get("dateTime")
-    vt = _vendor_ts(date_value, received_at)
+    vt = capped_vendor_ts(date_value, received_at)
     date_text = _ts_source(date_value)
     if state == "inactive":
         if key == HEARTBEAT_EVENT:
@@ -247,9 +242,7 @@ def _from_alert(obj: dict[str, Any], payload: bytes, received_at: datetime) -> l
     severity = PRE_ALARM_SEVERITY if key == "tmpa" else SEVERITY.get(alarm_type, OTHER_SEVERITY)
     post_count = _text(obj.get("activePostCount")) or ""
     msg_id = f"{event_type}:{channel}:{date_text}:{post_count}"
-    if vt.offset == "received":
-        msg_id += f"@{received_at.isoformat()}"
-        warnings.append("no usable dateTime: the message id includes the receive time (a redelivery may repeat it)")
+    msg_id = receive_time_msg_id(msg_id, vt, received_at, warnings, "dateTime")
     data: dict[str, Any] = {
         "event_type": event_type,
         "event_state": state,
@@ -268,7 +261,6 @@ def _from_alert(obj: dict[str, Any], payload: bytes, received_at: datetime) -> l
         if text:
             data[name] = text[:_MAX_FIELD]
     data.update(_region(obj))
-    outputs: list[Normalized] = []
     reading: Reading | None = None
     if alarm_type in ("thermal.overheat", "thermal.fire"):
         temperature, rule_temperature, details = _temperatures(obj)
@@ -279,22 +271,7 @@ def _from_alert(obj: dict[str, Any], payload: bytes, received_at: datetime) -> l
         if temperature is not None:
             data["temperature_c"] = temperature
             reading = Reading(device_id=device_id, ts=vt.utc, metric="temperature_max", value=temperature, unit="°C")
-    outputs.append(
-        Alarm(
-            device_id=device_id,
-            msg_id=msg_id,
-            ts=vt.utc,
-            type=alarm_type,
-            severity=severity,
-            received_at=received_at,
-            raw=payload,
-            data=data,
-            warnings=tuple(warnings),
-        )
-    )
-    if reading is not None:
-        outputs.append(reading)
-    return outputs
+    return camera_alarm(device_id, msg_id, vt, alarm_type, severity, received_at, payload, data, warnings, reading)
 
 
 def _channel(obj: dict[str, Any]) -> str:
@@ -310,7 +287,7 @@ def _channel(obj: dict[str, Any]) -> str:
                 return str(int(text))
             if len(text) <= 32 and _CHANNEL.fullmatch(text):
                 return text
-        raise _Invalid(f"{key}: expected a channel number (got {_show(value)})")
+        raise _Invalid(f"{key}: expected a channel number (got {show(value)})")
     return "1"
 
 
@@ -329,7 +306,7 @@ def _device_id(obj: dict[str, Any], channel: str) -> tuple[str, str | None]:
         try:
             ip = ipaddress.ip_address(ip_text.strip())
         except ValueError:
-            raise _Invalid(f"{key}: expected an IP address (got {_show(ip_text)})") from None
+            raise _Invalid(f"{key}: expected an IP address (got {show(ip_text)})") from None
         return f"hikvision:{ip.compressed}/{channel}", warning
     raise _Invalid("macAddress/ipAddress: expected the camera's MAC address (or at least its IP address) to identify it")
 
@@ -396,8 +373,7 @@ def _celsius(value: Any, unit: str | None) -> float | None:
 # --- HTTP push (POST /ingest/isapi) ------------------------------------------------------------------------
 def decode_http(content_type: str, body: bytes, received_at: datetime) -> HttpDecoded:
     """Decode an ISAPI alarm-server push: XML, JSON, or multipart with the event part and pictures."""
-    if received_at.tzinfo is None:
-        raise ValueError("received_at must be timezone-aware (UTC)")
+    require_aware(received_at)
     media = content_type.split(";", 1)[0].strip().lower()
     if not media.startswith("multipart/"):
         if len(body) > MAX_PAYLOAD_BYTES:
@@ -528,16 +504,6 @@ def _part_name(part: Message, index: int) -> str:
 
 
 # --- XML and value helpers ---------------------------------------------------------------------------------
-def _parse_xml(payload: bytes) -> ET.Element | str:
-    """The root element, or why the payload is not acceptable XML (ingest.adapters.xmlsafe: no DTDs)."""
-    return xmlsafe.parse(payload)
-
-
-def _local(tag: Any) -> str:
-    text = tag if isinstance(tag, str) else ""
-    return text.rsplit("}", 1)[-1]
-
-
 def _element_obj(element: ET.Element, depth: int) -> Any:
     """An element as JSON-like data: text for a leaf, a dict (repeated tags → lists) otherwise."""
     children = [c for c in element if isinstance(c.tag, str)]
@@ -548,7 +514,7 @@ def _element_obj(element: ET.Element, depth: int) -> Any:
     out: dict[str, Any] = {}
     repeated: set[str] = set()
     for child in children:
-        tag = _local(child.tag)
+        tag = local_name(child.tag)
         value = _element_obj(child, depth + 1)
         if tag not in out:
             out[tag] = value
@@ -574,7 +540,7 @@ def _text(value: Any) -> str | None:
         text = value.strip()
         return text or None
     if isinstance(value, int):
-        return str(value) if abs(value) < _MAX_EPOCH_INT else None
+        return str(value) if abs(value) < MAX_EPOCH_INT else None
     if isinstance(value, float):
         return repr(value) if math.isfinite(value) else None
     return None
@@ -600,19 +566,7 @@ def _float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _vendor_ts(value: Any, received_at: datetime) -> VendorTs:
-    """vendor_ts, with JSON integers beyond the float range made unreadable first (float() would raise)."""
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_EPOCH_INT:
-        value = math.inf
-    return vendor_ts(value, received_at)
-
-
 def _ts_source(value: Any) -> str:
     if value is None:
         return ""
     return (value if isinstance(value, str) else str(value) if isinstance(value, int | float) else "")[:64]
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "…"

@@ -51,14 +51,14 @@ from typing import Any
 
 from ingest.adapters.common import (
     INVALID_JSON,
-    MAX_PAYLOAD_BYTES,
-    NOT_UTF8,
-    PAYLOAD_TOO_LARGE,
     SCHEMA,
+    UNHANDLED_TOPIC,
     dead_letter,
     load_json_object,
+    payload_text,
+    require_aware,
 )
-from ingest.adapters.status_v1 import level_alarm, level_end, received, short
+from ingest.adapters.shared import level_alarm, level_end, received, short
 from ingest.adapters.timestamps import VendorTs
 from ingest.model import DeadLetter, DeviceStatus, HaEntity, Normalized, Reading
 
@@ -67,7 +67,6 @@ logger = logging.getLogger(__name__)
 DISCOVERY_PREFIX = "homeassistant"
 FORMAT = "homeassistant"
 UNKNOWN_ENTITY = "unknown_entity"
-UNHANDLED_TOPIC = "unhandled_topic"  # the same slug as ingest.decode.UNHANDLED_TOPIC
 
 BINARY_SENSOR_TYPES: Mapping[str, str] = {
     "smoke": "smoke.alarm",
@@ -298,16 +297,10 @@ def decode_state(
     entities: Mapping[str, HaEntity | Sequence[HaEntity]],
 ) -> list[Normalized] | DeadLetter:
     """Decode a state or availability message of known entities; `unknown_entity` for any other topic."""
-    if received_at.tzinfo is None:
-        raise ValueError("received_at must be timezone-aware (UTC)")
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        return dead_letter(topic, payload, received_at, PAYLOAD_TOO_LARGE,
-                           f"payload is {len(payload)} bytes; expected at most {MAX_PAYLOAD_BYTES}")
-    try:
-        text = payload.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return dead_letter(topic, payload, received_at, NOT_UTF8,
-                           f"payload is not UTF-8: {exc.reason} at byte {exc.start}")
+    require_aware(received_at)
+    text = payload_text(topic, payload, received_at)
+    if isinstance(text, DeadLetter):
+        return text
     matched = [e for e in _entities_for(entities.get(topic)) if e.state_topic == topic]
     if matched:
         return _states(topic, payload, text, received_at, matched)
@@ -328,8 +321,7 @@ def decode(
     prefix: str = DISCOVERY_PREFIX,
 ) -> list[Normalized] | DeadLetter:
     """A discovery config topic → decode_config, any other topic → decode_state against `entities`."""
-    if received_at.tzinfo is None:
-        raise ValueError("received_at must be timezone-aware (UTC)")
+    require_aware(received_at)
     if parse_config_topic(topic, prefix) is not None:
         return decode_config(topic, payload, received_at, prefix=prefix)
     return decode_state(topic, payload, received_at, entities or {})

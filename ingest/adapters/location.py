@@ -35,7 +35,7 @@ from ingest.adapters.common import (
     load_json_object,
     schema_dead_letter,
 )
-from ingest.adapters.status_v1 import safe_vendor_ts
+from ingest.adapters.shared import safe_vendor_ts
 from ingest.model import DeadLetter, DeviceStatus, Normalized, PatrollerPosition
 
 logger = logging.getLogger(__name__)
@@ -55,28 +55,28 @@ class LocationV1(BaseModel):
     acc: Accuracy | None = None
 
 
-class OwnTracksLocation(BaseModel):
+class _OwnTracksFix(BaseModel):
+    """The fields of an OwnTracks message with a position that gridwatch uses (subclasses pin `_type`)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    type_: str = Field(alias="_type")
+    tst: Annotated[float, Field(strict=True, ge=0, le=_MAX_EPOCH_S, allow_inf_nan=False)]
+    lat: Latitude
+    lon: Longitude
+    acc: Accuracy | None = None
+
+
+class OwnTracksLocation(_OwnTracksFix):
     """The fields of an OwnTracks `_type: location` message that gridwatch uses."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
-
     type_: Literal["location"] = Field(alias="_type")
-    tst: Annotated[float, Field(strict=True, ge=0, le=_MAX_EPOCH_S, allow_inf_nan=False)]
-    lat: Latitude
-    lon: Longitude
-    acc: Accuracy | None = None
 
 
-class OwnTracksTransition(BaseModel):
+class OwnTracksTransition(_OwnTracksFix):
     """The fields of an OwnTracks `_type: transition` (enter/leave a region) that gridwatch uses."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
-
     type_: Literal["transition"] = Field(alias="_type")
-    tst: Annotated[float, Field(strict=True, ge=0, le=_MAX_EPOCH_S, allow_inf_nan=False)]
-    lat: Latitude
-    lon: Longitude
-    acc: Accuracy | None = None
 
 
 PATROLLER_PREFIX = "patroller:"

@@ -44,19 +44,24 @@ from typing import Any
 
 from ingest.adapters import xmlsafe
 from ingest.adapters.common import (
-    MAX_PAYLOAD_BYTES,
-    NOT_UTF8,
-    PAYLOAD_TOO_LARGE,
+    CAMERA_SEVERITY,
+    INVALID_XML,
+    OTHER_SEVERITY,
     SCHEMA,
+    UNSUPPORTED_MESSAGE,
+    check_size,
     dead_letter,
+    event_topic_device,
+    receive_time_msg_id,
+    require_aware,
+    show,
+    utf8_text,
 )
 from ingest.adapters.timestamps import vendor_ts
+from ingest.adapters.xmlsafe import local_name
 from ingest.model import Alarm, AlarmEnd, DeadLetter, Normalized
 
 logger = logging.getLogger(__name__)
-
-INVALID_XML = "invalid_xml"
-UNSUPPORTED_MESSAGE = "unsupported_message"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +90,8 @@ TAMPER_PREFIXES: tuple[str, ...] = (
 TAMPER_RULE = TopicRule("camera.tamper", ("State", "IsTamper"))
 SOURCE_ITEMS: tuple[str, ...] = ("VideoSourceConfigurationToken", "Source", "VideoSourceToken")
 SEVERITY: dict[str, int] = {
-    "camera.motion": 2,
-    "camera.line_crossing": 3,
-    "camera.region_entrance": 3,
-    "camera.tamper": 3,
+    t: CAMERA_SEVERITY[t] for t in ("camera.motion", "camera.line_crossing", "camera.region_entrance", "camera.tamper")
 }
-OTHER_SEVERITY = 2
 IGNORED_OPERATIONS = frozenset({"initialized", "deleted"})
 
 _TRUE = frozenset({"true", "1"})
@@ -107,33 +108,27 @@ class _Invalid(Exception):
 
 def decode(topic: str, payload: bytes, received_at: datetime) -> list[Normalized] | DeadLetter:
     """Decode one bridged ONVIF Notify / NotificationMessage; never raises on any payload bytes."""
-    if received_at.tzinfo is None:
-        raise ValueError("received_at must be timezone-aware (UTC)")
-    levels = topic.split("/")
-    if len(levels) < 3 or levels[-1] != "event" or not levels[-2]:
-        logger.debug("onvif: %s is not a <prefix>/<device>/event topic; ignored", topic)
+    require_aware(received_at)
+    device = event_topic_device(topic, logger, "onvif")
+    if device is None:
         return []
-    device = levels[-2]
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        return dead_letter(
-            topic, payload, received_at, PAYLOAD_TOO_LARGE,
-            f"payload is {len(payload)} bytes; expected at most {MAX_PAYLOAD_BYTES}",
-        )
+    too_large = check_size(topic, payload, received_at)
+    if too_large is not None:
+        return too_large
     head = payload[3:67] if payload.startswith(b"\xef\xbb\xbf") else payload[:64]
     if head.lstrip()[:1] != b"<" and payload.lstrip()[:1] != b"<":
-        try:
-            payload.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return dead_letter(topic, payload, received_at, NOT_UTF8, f"payload is not UTF-8: {exc.reason} at byte {exc.start}")
+        not_text = utf8_text(topic, payload, received_at, bom=False)
+        if isinstance(not_text, DeadLetter):
+            return not_text
         return dead_letter(topic, payload, received_at, UNSUPPORTED_MESSAGE, "expected an XML ONVIF Notify or NotificationMessage")
-    root = _parse_xml(payload)
+    root = xmlsafe.parse(payload)
     if isinstance(root, str):
         return dead_letter(topic, payload, received_at, INVALID_XML, root)
-    messages = [e for e in root.iter() if _local(e.tag) == "NotificationMessage"]
+    messages = [e for e in root.iter() if local_name(e.tag) == "NotificationMessage"]
     if not messages:
         return dead_letter(
             topic, payload, received_at, UNSUPPORTED_MESSAGE,
-            f"root element <{_local(root.tag)[:40]}> holds no NotificationMessage; expected an ONVIF Notify",
+            f"root element <{local_name(root.tag)[:40]}> holds no NotificationMessage; expected an ONVIF Notify",
         )
     outputs: list[Normalized] = []
     errors: list[str] = []
@@ -158,7 +153,7 @@ def _message_output(message: ET.Element, device: str, payload: bytes, received_a
     topic_element = _child(message, "Topic")
     topic_text = " ".join((topic_element.text or "").split()) if topic_element is not None else ""
     if not topic_text or len(topic_text) > 256:
-        raise _Invalid(f"Topic: expected a topic such as tns1:VideoSource/MotionAlarm (got {_show(topic_text)})")
+        raise _Invalid(f"Topic: expected a topic such as tns1:VideoSource/MotionAlarm (got {show(topic_text)})")
     inner = _inner_message(message)
     if inner is None:
         raise _Invalid("Message: expected a wsnt:Message holding a tt:Message (with UtcTime, Source and Data)")
@@ -186,7 +181,7 @@ def _message_output(message: ET.Element, device: str, payload: bytes, received_a
             raise _Invalid(f"Data: expected a SimpleItem {' or '.join(rule.state_items)} for {path}")
         value = data_items[name].lower()
         if value not in _TRUE | _FALSE:
-            raise _Invalid(f"Data.{name}: expected true or false (got {_show(data_items[name])})")
+            raise _Invalid(f"Data.{name}: expected true or false (got {show(data_items[name])})")
         state = value in _TRUE
     utc_value = inner.get("UtcTime")
     vt = vendor_ts(utc_value, received_at)
@@ -196,9 +191,7 @@ def _message_output(message: ET.Element, device: str, payload: bytes, received_a
         warnings.append(vt.warning)
     rule_name = source_items.get("Rule")
     msg_id = f"{rule_name or topic_text}:{token}:{utc_value or ''}"
-    if vt.offset == "received":
-        msg_id += f"@{received_at.isoformat()}"
-        warnings.append("no usable UtcTime: the message id includes the receive time (a redelivery may repeat it)")
+    msg_id = receive_time_msg_id(msg_id, vt, received_at, warnings, "UtcTime")
     data: dict[str, Any] = {
         "topic": topic_text,
         "property_operation": operation,
@@ -248,7 +241,7 @@ def _items(message: ET.Element, section: str) -> dict[str, str]:
         return {}
     items: dict[str, str] = {}
     for item in element:
-        if _local(item.tag) != "SimpleItem":
+        if local_name(item.tag) != "SimpleItem":
             continue
         name = item.get("Name")
         value = item.get("Value")
@@ -259,22 +252,6 @@ def _items(message: ET.Element, section: str) -> dict[str, str]:
 
 def _child(element: ET.Element, name: str) -> ET.Element | None:
     for child in element:
-        if _local(child.tag) == name:
+        if local_name(child.tag) == name:
             return child
     return None
-
-
-def _parse_xml(payload: bytes) -> ET.Element | str:
-    """The root element, or why the payload is not acceptable XML (ingest.adapters.xmlsafe: no DTDs)."""
-    return xmlsafe.parse(payload)
-
-
-def _local(tag: Any) -> str:
-    text = tag if isinstance(tag, str) else ""
-    return text.rsplit("}", 1)[-1]
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "…"
-

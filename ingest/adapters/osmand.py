@@ -23,8 +23,8 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 
-from ingest.adapters.common import SCHEMA, dead_letter
-from ingest.adapters.status_v1 import short
+from ingest.adapters.common import SCHEMA, dead_letter, require_aware
+from ingest.adapters.shared import short
 from ingest.adapters.timestamps import vendor_ts
 from ingest.model import DeadLetter, Normalized, PatrollerPosition
 
@@ -54,8 +54,7 @@ def decode_query(
     raw: bytes,
 ) -> list[Normalized] | DeadLetter:
     """Decode one OsmAnd request's parameters into [PatrollerPosition], [] or a DeadLetter."""
-    if received_at.tzinfo is None:
-        raise ValueError("received_at must be timezone-aware (UTC)")
+    require_aware(received_at)
     problems: list[str] = []
 
     def param(name: str) -> str | None:

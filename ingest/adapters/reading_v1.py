@@ -24,7 +24,6 @@ model; a batch's repeated `ts` value is parsed once.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -32,15 +31,14 @@ from datetime import datetime
 from typing import Any
 
 from ingest.adapters.common import (
-    INVALID_JSON,
-    MAX_PAYLOAD_BYTES,
-    NOT_UTF8,
-    PAYLOAD_TOO_LARGE,
     SCHEMA,
+    TS_EXAMPLE,
     TS_WITHOUT_ZONE,
     dead_letter,
+    load_json,
+    require_aware,
 )
-from ingest.adapters.status_v1 import finite, safe_vendor_ts
+from ingest.adapters.shared import finite, safe_vendor_ts, short
 from ingest.adapters.timestamps import VendorTs
 from ingest.model import DeadLetter, Reading
 
@@ -55,9 +53,8 @@ _metric_ok = _METRIC.fullmatch
 _isfinite = math.isfinite
 _BIG = 10**300  # a JSON integer beyond this does not fit a float
 _TS_TYPES = (str, int, float)
-_TS_EXAMPLE = "2026-11-21T08:15:02+08:00"
 _MISSING = "required field is missing"
-_TS_EXPECTED = f"expected an ISO-8601 time with a zone (e.g. {_TS_EXAMPLE}) or epoch seconds/ms as a number"
+_TS_EXPECTED = f"expected an ISO-8601 time with a zone (e.g. {TS_EXAMPLE}) or epoch seconds/ms as a number"
 
 
 class _ItemError(Exception):
@@ -74,18 +71,6 @@ class _ItemError(Exception):
                          for name, what in self.problems)
 
 
-def _short(value: Any) -> str:
-    try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "…"
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _parse_ts(value: Any, received_at: datetime) -> VendorTs:
     """The strict gridwatch rule first (zoned ISO or an epoch number), then vendor_ts for the conversion."""
     if isinstance(value, str):
@@ -94,12 +79,12 @@ def _parse_ts(value: Any, received_at: datetime) -> VendorTs:
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            raise _ItemError([("ts", f"{_TS_EXPECTED} (got {_short(value)})")]) from None
+            raise _ItemError([("ts", f"{_TS_EXPECTED} (got {short(value)})")]) from None
         if parsed.tzinfo is None or parsed.utcoffset() is None:
-            expected = f"expected a zone offset (Z or ±hh:mm), e.g. {_TS_EXAMPLE} (got {_short(value)})"
+            expected = f"expected a zone offset (Z or ±hh:mm), e.g. {TS_EXAMPLE} (got {short(value)})"
             raise _ItemError([("ts", expected)], zoneless=True)
     elif isinstance(value, bool) or not isinstance(value, int | float):
-        raise _ItemError([("ts", f"{_TS_EXPECTED} (got {_short(value)})")])
+        raise _ItemError([("ts", f"{_TS_EXPECTED} (got {short(value)})")])
     return safe_vendor_ts(value, received_at)
 
 
@@ -137,7 +122,7 @@ def _item(obj: Any, device_id: str, received_at: datetime, ts_cache: dict[Any, V
 def _item_error(obj: Any, device_id: str, received_at: datetime, ts_cache: dict[Any, VendorTs]) -> _ItemError:
     """Every problem of a bad item (the slow path: only for items `_item` refused)."""
     if not isinstance(obj, dict):
-        return _ItemError([("", f"expected a JSON object with ts, metric, value (got {_short(obj)})")])
+        return _ItemError([("", f"expected a JSON object with ts, metric, value (got {short(obj)})")])
     problems: list[tuple[str, str]] = []
     zoneless = False
     if "ts" not in obj:
@@ -151,38 +136,26 @@ def _item_error(obj: Any, device_id: str, received_at: datetime, ts_cache: dict[
     metric = obj.get("metric")
     if not isinstance(metric, str) or _METRIC.fullmatch(metric) is None:
         problems.append(("metric", _MISSING if "metric" not in obj
-                         else f"expected 1-64 characters of a-z 0-9 _ . (got {_short(metric)})"))
+                         else f"expected 1-64 characters of a-z 0-9 _ . (got {short(metric)})"))
     value = obj.get("value")
     if finite(value) is None:
         problems.append(("value", _MISSING if "value" not in obj
-                         else f"expected a finite number (got {_short(value)})"))
+                         else f"expected a finite number (got {short(value)})"))
     unit = obj.get("unit")
     if unit is not None and (not isinstance(unit, str) or len(unit) > MAX_UNIT_CHARS):
         problems.append(("unit", f"expected a string of at most {MAX_UNIT_CHARS} characters or null "
-                                 f"(got {_short(unit)})"))
+                                 f"(got {short(unit)})"))
     if not problems:  # cannot happen (the fast path takes exactly these rules); never let it pass silently
-        problems.append(("", f"expected a reading object (got {_short(obj)})"))
+        problems.append(("", f"expected a reading object (got {short(obj)})"))
     return _ItemError(problems, zoneless=zoneless and len(problems) == 1)
 
 
 def decode(device_id: str, payload: bytes, received_at: datetime, *, topic: str) -> list[Reading] | DeadLetter:
     """Decode one reading v1 payload of device `device_id` into Readings, or a DeadLetter with the reason."""
-    if received_at.tzinfo is None:
-        raise ValueError("received_at must be timezone-aware (UTC)")
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        return dead_letter(topic, payload, received_at, PAYLOAD_TOO_LARGE,
-                           f"payload is {len(payload)} bytes; expected at most {MAX_PAYLOAD_BYTES}")
-    try:
-        text = payload.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        return dead_letter(topic, payload, received_at, NOT_UTF8,
-                           f"payload is not UTF-8: {exc.reason} at byte {exc.start}")
-    try:
-        obj = json.loads(text, parse_constant=_reject_constant)
-    except ValueError as exc:
-        return dead_letter(topic, payload, received_at, INVALID_JSON, f"payload is not JSON: {exc}")
-    except RecursionError:
-        return dead_letter(topic, payload, received_at, INVALID_JSON, "payload is nested too deeply")
+    require_aware(received_at)
+    obj = load_json(payload, topic, received_at)
+    if isinstance(obj, DeadLetter):
+        return obj
     ts_cache: dict[Any, VendorTs] = {}
     if isinstance(obj, dict):
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
+from typing import Any
 
 import defusedxml.ElementTree as DefusedET  # type: ignore[import-untyped]
 from defusedxml import DefusedXmlException
@@ -31,6 +32,12 @@ def parse(payload: bytes) -> ET.Element | str:
     except (ValueError, LookupError) as exc:  # an unknown or multi-byte declared encoding
         return f"payload is not readable XML: {exc}"
     return root
+
+
+def local_name(tag: Any) -> str:
+    """An element's tag without its `{namespace}` (vendors vary the namespace; "" for a comment or PI)."""
+    text = tag if isinstance(tag, str) else ""
+    return text.rsplit("}", 1)[-1]
 
 
 def _plain(payload: bytes) -> bool:

@@ -34,8 +34,8 @@ import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from ingest.adapters.common import SCHEMA, dead_letter, load_json_object
-from ingest.adapters.status_v1 import (
+from ingest.adapters.common import SCHEMA, UNHANDLED_TOPIC, dead_letter, load_json_object, require_aware
+from ingest.adapters.shared import (
     finite,
     level_alarm,
     level_end,
@@ -49,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 BASE_TOPIC = "zigbee2mqtt"
 FORMAT = "zigbee2mqtt"
-UNHANDLED_TOPIC = "unhandled_topic"  # the same slug as ingest.decode.UNHANDLED_TOPIC
 
 STATE_ALARMS: Mapping[str, str] = {
     "smoke": "smoke.alarm",
@@ -94,8 +93,7 @@ def decode(
     topic: str, payload: bytes, received_at: datetime, *, base: str = BASE_TOPIC
 ) -> list[Normalized] | DeadLetter:
     """Decode one Zigbee2MQTT message by its topic; never raises on any payload."""
-    if received_at.tzinfo is None:
-        raise ValueError("received_at must be timezone-aware (UTC)")
+    require_aware(received_at)
     route = parse_topic(topic, base)
     if route is None or not route[1]:
         return dead_letter(topic, payload, received_at, UNHANDLED_TOPIC,
