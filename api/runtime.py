@@ -416,8 +416,11 @@ class Runtime:
         if not silent:
             return 0
         with self._swap, self.store.unit_of_work() as uow:
-            # only those still silent now, under the row lock: a heartbeat committed meanwhile wins
-            went = set(uow.mark_offline([(d, now, {"reason": "silent", "last_seen": since.isoformat()}, since)
+            uow.lock_devices(d for d, _, _ in silent)
+            # only those still silent now, under the row lock: a heartbeat committed meanwhile wins. The
+            # basis is the last sign of life: any message received after it brings the device back
+            went = set(uow.mark_offline([(d, since, {"reason": "silent", "last_seen": since.isoformat(),
+                                                     "detected_at": now.isoformat()}, since)
                                          for d, since, _ in silent]))
             gone = [(d, since, every) for d, since, every in silent if d in went]
             if not gone:
@@ -670,10 +673,14 @@ class Runtime:
         alarms = list(batch.alarms)
         notes: list[tuple[int, Notification]] = []
         with self.store.unit_of_work() as uow:
+            uow.lock_devices({*batch.seen, *(st.device_id for st in batch.offline), *batch.level_state})
             came_back = uow.touch_devices(batch.seen) if batch.seen else []
             if batch.offline:  # an explicit offline (MQTT will, availability, status): raise it now
-                went = set(uow.mark_offline([(st.device_id, st.ts, {"reason": st.source}, None) for st in batch.offline]))
-                alarms.extend(offline_alarm(st.device_id, since=st.ts, now=now, reason=f"{st.source}: offline",
+                # as of our receive time (the device's clock may be off); a will received before the
+                # device's last sign of life (late, redelivered, replayed) changes nothing
+                went = set(uow.mark_offline([(st.device_id, st.received_at, {"reason": st.source, "device_ts": st.ts.isoformat()}, None)
+                                             for st in batch.offline]))
+                alarms.extend(offline_alarm(st.device_id, since=st.received_at, now=now, reason=f"{st.source}: offline",
                                             interval_s=None, raw=st.raw) for st in batch.offline if st.device_id in went)
             result = self.intake.accept(uow, alarms=alarms, positions=batch.positions, dead_letters=batch.dead_letters, now=now)
             if batch.readings:

@@ -37,6 +37,11 @@ class Registry:
     def __init__(self, devices: Iterable[Device]) -> None:
         self.by_id: dict[str, Device] = {d.id: d for d in devices}
         self.by_identity: dict[str, Device] = {d.identity: d for d in self.by_id.values() if d.identity}
+        self._children: dict[str, list[Device]] = {}
+        for identity, device in self.by_identity.items():
+            parent, sep, _ = identity.rpartition("/")
+            if sep and ":" in parent:
+                self._children.setdefault(parent, []).append(device)
         self._cache: dict[str, Resolved | None] = {}
 
     def __len__(self) -> int:
@@ -77,10 +82,7 @@ class Registry:
 
     def children(self, ref: str) -> list[Device]:
         """Devices registered under a device-level identity (`dahua:nvr1` → `dahua:nvr1/0`, `dahua:nvr1/1`, …)."""
-        if not ref or ":" not in ref:
-            return []
-        prefix = ref + "/"
-        return [d for identity, d in self.by_identity.items() if identity.startswith(prefix)]
+        return list(self._children.get(ref, ()))
 
 
 def _speaks(device: Device, fmt: str) -> bool:

@@ -196,10 +196,15 @@ class UnitOfWork(Protocol):
         commit, so two workers touching the same device agree on who saw it come back.
         """
 
+    def lock_devices(self, device_ids: Iterable[str]) -> None:
+        """Lock device rows until commit, in id order: writers take every device row they need first."""
+
     def mark_offline(self, changes: Sequence[tuple[str, datetime, dict[str, Any], datetime | None]]) -> list[str]:
-        """(device_id, at, detail, since): set offline at `at` (detail merged) unless the device already is
-        offline, or — with `since` — unless it was heard from since (coalesce(last_seen, registered_at) ≠
-        since); return the ids set offline, so a sweep racing a heartbeat or a redelivered will does nothing."""
+        """(device_id, basis, detail, since): set offline as of `basis` (state_since = basis, detail merged)
+        unless the device already is offline, or was heard after the basis (last_seen > basis: a late or
+        redelivered will), or — with `since` — was heard at all since that last_seen (a sweep racing a
+        heartbeat). Returns the ids set offline. `touch_devices` revives an offline device only with a
+        message received after its basis."""
 
     def merge_device_detail(self, changes: Sequence[tuple[str, dict[str, Any]]]) -> None:
         """Merge top-level keys into devices' detail JSON (e.g. the level-triggered alarms active)."""

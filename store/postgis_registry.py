@@ -56,10 +56,11 @@ _TOUCH = (
     " FROM s WHERE d.id = s.id RETURNING d.id, s.was, d.state AS now"
 )
 _MARK_OFFLINE = (
-    "UPDATE devices SET state = 'offline', state_since = %(at)s, detail = detail || %(detail)s::jsonb"
-    " WHERE id = %(id)s AND state <> 'offline'"
+    "UPDATE devices SET state = 'offline', state_since = %(basis)s, detail = detail || %(detail)s::jsonb"
+    " WHERE id = %(id)s AND state <> 'offline' AND coalesce(last_seen, '-infinity') <= %(basis)s"
     " AND (%(since)s::timestamptz IS NULL OR coalesce(last_seen, registered_at) = %(since)s::timestamptz) RETURNING id"
 )
+LOCK_DEVICES = "SELECT id FROM devices WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE"
 MERGE_DETAIL = "UPDATE devices SET detail = detail || %(detail)s::jsonb WHERE id = %(id)s"
 SET_STATE = (
     "UPDATE devices SET state_since = CASE WHEN state <> %(state)s THEN %(at)s ELSE state_since END,"
@@ -126,10 +127,11 @@ def touch_devices_in(conn: Conn, seen: Mapping[str, datetime]) -> list[str]:
 
 
 def mark_offline_in(conn: Conn, changes: Sequence[tuple[str, datetime, dict[str, Any], datetime | None]]) -> list[str]:
-    """Set devices offline unless they already are (or, with `since`, unless they were heard since); return those set."""
+    """Set devices offline as of a basis time unless they already are, or were heard after the basis (or,
+    with `since`, heard at all since that last_seen); return those set."""
     out = []
     for device_id, at, detail, since in sorted(changes, key=lambda c: c[0]):
-        row = conn.execute(_MARK_OFFLINE, {"id": codec.fast_text(device_id), "at": codec.to_utc(at, "at"),
+        row = conn.execute(_MARK_OFFLINE, {"id": codec.fast_text(device_id), "basis": codec.to_utc(at, "basis"),
                                            "detail": codec.json_text(dict(detail)),
                                            "since": None if since is None else codec.to_utc(since, "since")}).fetchone()
         if row is not None:

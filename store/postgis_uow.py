@@ -486,8 +486,17 @@ class PostgisUnitOfWork:
         self._sync()
         return touch_devices_in(self._conn, seen)
 
+    def lock_devices(self, device_ids: Iterable[str]) -> None:
+        """Lock device rows until commit, in id order (every writer takes device rows first, in this order)."""
+        from store.postgis_registry import LOCK_DEVICES
+
+        ids = sorted({codec.fast_text(d) for d in device_ids})
+        if ids:
+            self._sync()
+            self._conn.execute(LOCK_DEVICES, (ids,))
+
     def mark_offline(self, changes: Sequence[tuple[str, datetime, dict[str, Any], datetime | None]]) -> list[str]:
-        """Set devices offline unless they already are / were heard since `since`; return the ids set."""
+        """Set devices offline as of a basis time (see the port); return the ids set."""
         from store.postgis_registry import mark_offline_in
 
         self._sync()

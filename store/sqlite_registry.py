@@ -106,12 +106,15 @@ def touch_devices_in(tx: sqlite3.Connection, seen: Mapping[str, datetime]) -> li
 
 
 def mark_offline_in(tx: sqlite3.Connection, changes: Sequence[tuple[str, datetime, dict[str, Any], datetime | None]]) -> list[str]:
-    """Set devices offline unless they already are (or, with `since`, unless they were heard since); return those set."""
+    """Set devices offline as of a basis time unless they already are, or were heard after the basis (or,
+    with `since`, heard at all since that last_seen); return those set."""
     out = []
     for device_id, at, detail, since in sorted(changes, key=lambda c: c[0]):
+        since_text = None if since is None else ts_text(since, "since")
         row = tx.execute(
-            "SELECT detail FROM devices WHERE id = ? AND state <> 'offline' AND (? IS NULL OR coalesce(last_seen, registered_at) = ?)",
-            (device_id, None if since is None else ts_text(since, "since"), None if since is None else ts_text(since, "since")),
+            "SELECT detail FROM devices WHERE id = ? AND state <> 'offline' AND coalesce(last_seen, '') <= ?"
+            " AND (? IS NULL OR coalesce(last_seen, registered_at) = ?)",
+            (device_id, ts_text(at, "basis"), since_text, since_text),
         ).fetchone()
         if row is None:
             continue

@@ -276,8 +276,11 @@ class SqliteUnitOfWork:
 
         return touch_devices_in(self._conn, seen)
 
+    def lock_devices(self, device_ids: Iterable[str]) -> None:
+        """Nothing to do: a SQLite write transaction already excludes every other writer."""
+
     def mark_offline(self, changes: Sequence[tuple[str, datetime, dict[str, Any], datetime | None]]) -> list[str]:
-        """Set devices offline unless they already are / were heard since `since`; return the ids set."""
+        """Set devices offline as of a basis time (see the port); return the ids set."""
         from store.sqlite_registry import mark_offline_in
 
         return mark_offline_in(self._conn, changes)

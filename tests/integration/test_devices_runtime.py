@@ -225,14 +225,15 @@ def test_a_will_then_a_birth_in_one_batch_leaves_the_device_online(rt: Runtime, 
 def test_liveness_is_the_receive_time_and_a_late_old_message_does_not_revive(rt: Runtime, clock: Clock) -> None:
     register(rt, clock, camera(rt, "cam-k", "gridwatch:cam-k", interval_s=60))
     for _ in range(6):  # heartbeats every 30 s from a camera whose clock is 5 minutes behind
+        last = clock.now
         rt.handle_messages([status("cam-k", True, clock.now - timedelta(minutes=5), received=clock.now)])
         assert rt.health_sweep() == 0
         clock.advance(seconds=30)
     clock.advance(seconds=61)
     assert rt.health_sweep() == 1
-    went = clock.now
-    # a message received before it went offline (a replayed dead letter, a flushed buffer) does not bring it back
-    rt.handle_messages([status("cam-k", True, went - timedelta(minutes=2), received=went - timedelta(seconds=90))])
+    assert rt.store.device_states()["cam-k"].since == last  # offline as of its last sign of life
+    # a message received before that (a replayed dead letter, a flushed buffer) does not bring it back
+    rt.handle_messages([status("cam-k", True, last - timedelta(minutes=2), received=last - timedelta(seconds=10))])
     assert rt.store.device_states()["cam-k"].state == "offline" and len(open_offline(rt, "cam-k")) == 1
     clock.advance(seconds=5)
     rt.handle_messages([status("cam-k", True, clock.now)])
@@ -249,6 +250,35 @@ def test_a_sweep_racing_a_heartbeat_raises_nothing(rt: Runtime, clock: Clock, mo
     monkeypatch.setattr(rt.store, "silent_devices", lambda now: stale)
     assert rt.health_sweep() == 0
     assert rt.store.device_states()["cam-r"].state == "online" and open_offline(rt, "cam-r") == []
+
+
+def test_a_will_with_a_clock_ahead_does_not_block_the_return(rt: Runtime, clock: Clock) -> None:
+    register(rt, clock, camera(rt, "cam-ahead", "gridwatch:cam-ahead"))
+    rt.handle_messages([status("cam-ahead", False, clock.now + timedelta(hours=2), received=clock.now)])
+    assert len(open_offline(rt, "cam-ahead")) == 1
+    clock.advance(minutes=10)
+    assert rt.handle_messages([status("cam-ahead", True, clock.now)]).came_back == ["cam-ahead"]
+    assert open_offline(rt, "cam-ahead") == []
+
+
+def test_a_will_received_before_the_last_sign_of_life_changes_nothing(rt: Runtime, clock: Clock) -> None:
+    register(rt, clock, camera(rt, "cam-late", "gridwatch:cam-late"))
+    t0 = clock.now
+    rt.handle_messages([status("cam-late", True, t0 + timedelta(minutes=5), received=t0 + timedelta(minutes=5))])
+    # the will received at t0 is handled late (a redelivery, another worker, a replayed dead letter)
+    late = rt.handle_messages([message("gridwatch/devices/cam-late/status", b'{"online": false}', t0)])
+    assert not late.incidents_created and rt.store.device_states()["cam-late"].state == "online"
+
+
+def test_a_heartbeat_received_before_the_sweep_but_committed_after_revives(rt: Runtime, clock: Clock) -> None:
+    register(rt, clock, camera(rt, "cam-edge", "gridwatch:cam-edge", interval_s=60))
+    t0 = clock.now
+    rt.handle_messages([status("cam-edge", True, t0, received=t0)])
+    clock.advance(seconds=61)
+    assert rt.health_sweep() == 1
+    # received at t0 + 59.9 s, still in the worker's batch when the sweep ran
+    back = rt.handle_messages([status("cam-edge", True, t0 + timedelta(seconds=59.9), received=t0 + timedelta(seconds=59.9))])
+    assert back.came_back == ["cam-edge"] and open_offline(rt, "cam-edge") == []
 
 
 def test_a_redelivered_will_raises_one_offline_incident(rt: Runtime, clock: Clock) -> None:
@@ -309,3 +339,43 @@ def test_a_dead_letter_is_replayed_once(rt: Runtime, clock: Clock) -> None:
         assert uow.mark_dead_letters([letter.id], at=clock.now, result="accepted elsewhere", replayed=True) == 1
     (r,) = rt.replay_dead_letters([letter.id])
     assert r["status"] == "already_replayed" and rt.store.count_alarms() == 0
+
+
+def test_writers_lock_device_rows_first_so_they_never_deadlock(rt: Runtime, clock: Clock) -> None:
+    """The runtime's order: lock every device row of the batch (sorted), then touch / mark offline."""
+    import threading
+    import time
+
+    for n, d in enumerate(("dev-a", "dev-b", "dev-c")):
+        register(rt, clock, camera(rt, d, f"gridwatch:{d}", n=n))
+    errors: list[BaseException] = []
+    first_locked = threading.Event()
+
+    def worker1() -> None:  # a batch: heartbeats of a and c, the will of b
+        try:
+            with rt.store.unit_of_work() as uow:
+                uow.lock_devices({"dev-a", "dev-b", "dev-c"})
+                uow.touch_devices({"dev-a": clock.now, "dev-c": clock.now})
+                first_locked.set()
+                time.sleep(0.3)
+                uow.mark_offline([("dev-b", clock.now, {"reason": "will"}, None)])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def worker2() -> None:  # another worker: the wills of b and c
+        try:
+            first_locked.wait(5)
+            with rt.store.unit_of_work() as uow:
+                uow.lock_devices({"dev-c", "dev-b"})
+                uow.mark_offline([("dev-b", clock.now, {"reason": "will"}, None), ("dev-c", clock.now, {"reason": "will"}, None)])
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker1), threading.Thread(target=worker2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors, errors
+    states = rt.store.device_states()
+    assert states["dev-b"].state == "offline" and states["dev-a"].state == "online"
