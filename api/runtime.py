@@ -673,7 +673,9 @@ class Runtime:
         alarms = list(batch.alarms)
         notes: list[tuple[int, Notification]] = []
         with self.store.unit_of_work() as uow:
-            uow.lock_devices({*batch.seen, *(st.device_id for st in batch.offline), *batch.level_state})
+            extra = {st.device_id for st in batch.offline} | set(batch.level_state)
+            if not extra <= batch.seen.keys():  # else touch_devices locks them all, in id order, in its one statement
+                uow.lock_devices({*batch.seen, *extra})
             came_back = uow.touch_devices(batch.seen) if batch.seen else []
             if batch.offline:  # an explicit offline (MQTT will, availability, status): raise it now
                 # as of our receive time (the device's clock may be off); a will received before the
