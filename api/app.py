@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse
 from api.bodylimit import BodyLimit
 from api.errors import add_exception_handlers
 from api.routes import (
+    auth,
     deadletters,
     devices,
     evaluation,
@@ -57,7 +58,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *, with_inges
     if runtime is not None:
         app.state.runtime = runtime
     api = APIRouter(prefix="/api/v1")
-    for module in (locate, grids, gridversions, incidents, reports, evaluation, maintenance, registry, devices, deadletters, stream):
+    for module in (auth, locate, grids, gridversions, incidents, reports, evaluation, maintenance, registry, devices, deadletters, stream):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(pages.router)

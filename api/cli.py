@@ -12,6 +12,7 @@ import typer
 
 from api.cli_devices import devices_app
 from api.cli_grids import grids_app
+from api.cli_users import users_app
 
 app = typer.Typer(help="gridwatch: grid management and IoT alarm monitoring.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -20,8 +21,11 @@ app.add_typer(db_app, name="db")
 app.add_typer(dl_app, name="deadletters")
 app.add_typer(grids_app, name="grids")
 app.add_typer(devices_app, name="devices")
+app.add_typer(users_app, name="users")
 
 SAMPLE_LABEL = "sample-district-seed-7"
+DEMO_PASSWORD = "gridwatch-demo"
+"""Password of the demo users `make demo` creates (demo mode only)."""
 logger = logging.getLogger("gridwatch")
 
 
@@ -248,6 +252,9 @@ def demo(
     store = open_store(settings.database_url)
     store.migrate()
     version = seed_store(store)
+    from api.cli_users import ensure_demo_users
+
+    demo_users = ensure_demo_users(store, DEMO_PASSWORD)
     rt = Runtime(settings, store)
     broker = EmbeddedBroker() if broker_kind == "embedded" else MosquittoBroker()
     broker_url = broker.start()
@@ -276,6 +283,8 @@ def demo(
                     f"  incidents:    {base}/api/v1/incidents",
                     f"  devices:      {base}/api/v1/devices (state), {base}/api/v1/devices/{thermal.id}/readings?bucket=1m",
                     f"  dead letters: {base}/api/v1/dead-letters/counters",
+                    f"  demo users (password {DEMO_PASSWORD!r}; POST {base}/api/v1/token):",
+                    *(f"    {name:<10} {role:<10} {binding or ''}" for name, role, binding in demo_users),
                     "  raise an alarm by hand (it will be routed to grid " + grid.code + "):",
                     "    " + raise_alarm_command(broker_url, device, c.x, c.y),
                     "",

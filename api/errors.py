@@ -29,9 +29,14 @@ class InvalidQueryProblem(Exception):
     """A query parameter is well-typed but unusable (the message names it)."""
 
 
+class UnauthorizedProblem(Exception):
+    """No valid login (a missing, forged or expired token, or a wrong password)."""
+
+
 STATUS = {
     InvalidQueryProblem: (422, "validation", "Invalid request"),
     NotFoundProblem: (404, "not-found", "Not found"),
+    UnauthorizedProblem: (401, "unauthorized", "Login required"),
     IncidentNotFoundError: (404, "not-found", "Not found"),
     OutsideDistrictError: (404, "outside-district", "Outside the district"),
     IllegalTransitionError: (409, "illegal-transition", "Illegal transition"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_SECRET = "change-me-demo-only"
+DEFAULT_SECRET = "change-me-demo-only-never-use-this-secret-in-production"
 
 
 class Settings(BaseSettings):

@@ -114,6 +114,17 @@ class StoredWindow:
 
 
 @dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A person who logs in: an argon2 password hash, a role and what the role is bound to."""
+
+    username: str
+    password_hash: str
+    role: str  # admin | commander | patroller | planner | device
+    grid_code: str | None = None  # commander: the grid whose subtree they see and act on
+    patroller_id: str | None = None  # patroller: who they are
+
+
+@dataclass(frozen=True, slots=True)
 class VersionAudit:
     """One row of the grid versions' append-only audit log."""
 
@@ -390,6 +401,16 @@ class Store(Protocol):
 
     def dead_letter(self, dead_letter_id: int) -> StoredDeadLetter | None:
         """One dead letter by id."""
+
+    # --- users (design §8) -----------------------------------------------------------------------
+    def save_user(self, user: UserRecord, *, at: datetime) -> bool:
+        """Create or replace a user; True when it was created."""
+
+    def user(self, username: str) -> UserRecord | None:
+        """One user by name."""
+
+    def users(self) -> list[UserRecord]:
+        """Every user, by name."""
 
     def dead_letter_counts(self) -> dict[str, dict[str, int]]:
         """Per reason: {"pending": n, "replayed": m} (replayed: accepted by a replay)."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from geo.model import Device
 from ingest.model import AlarmEnd, DeadLetter, DeviceStatus
 from store import codec
-from store.ports import DeviceState, ReadingRow, StoredDeadLetter
+from store.ports import DeviceState, ReadingRow, StoredDeadLetter, UserRecord
 
 if TYPE_CHECKING:
     from store.postgis_readings import Readings
@@ -273,6 +273,27 @@ class PostgisRegistry:
         """One dead letter by id."""
         rows = self._query(f"{_DEAD_SELECT} WHERE id = %s", (int(dead_letter_id),))
         return dead_letter_from_row(rows[0]) if rows else None
+
+    # --- users ---------------------------------------------------------------------------------------
+    def save_user(self, user: UserRecord, *, at: datetime) -> bool:
+        """Create or replace a user; True when it was created."""
+        with self._connection() as conn:
+            row = conn.execute(
+                "INSERT INTO users (username, password_hash, role, grid_code, patroller_id, created_at) VALUES (%s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, role = excluded.role,"
+                " grid_code = excluded.grid_code, patroller_id = excluded.patroller_id RETURNING (xmax = 0) AS created",
+                (user.username, user.password_hash, user.role, user.grid_code, user.patroller_id, codec.to_utc(at, "at")),
+            ).fetchone()
+        return bool(row["created"])
+
+    def user(self, username: str) -> UserRecord | None:
+        """One user by name."""
+        rows = self._query("SELECT username, password_hash, role, grid_code, patroller_id FROM users WHERE username = %s", (username,))
+        return UserRecord(**rows[0]) if rows else None
+
+    def users(self) -> list[UserRecord]:
+        """Every user, by name."""
+        return [UserRecord(**r) for r in self._query("SELECT username, password_hash, role, grid_code, patroller_id FROM users ORDER BY username")]
 
     def dead_letter_counts(self) -> dict[str, dict[str, int]]:
         """Per reason: {"pending": n, "replayed": m}."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from geo.model import Device
 from ingest.model import AlarmEnd, DeadLetter, DeviceStatus, Reading
 from store import codec
-from store.ports import DeviceState, ReadingRow, StoredDeadLetter
+from store.ports import DeviceState, ReadingRow, StoredDeadLetter, UserRecord
 from store.sqlite_uow import (
     from_ts_text,
     opt_from_ts_text,
@@ -302,6 +302,28 @@ class SqliteRegistry:
         """One dead letter by id."""
         rows = self._query(f"{_DEAD_SELECT} WHERE id = ?", (int(dead_letter_id),))
         return dead_letter_from_row(rows[0]) if rows else None
+
+    # --- users ---------------------------------------------------------------------------------------
+    def save_user(self, user: UserRecord, *, at: datetime) -> bool:
+        """Create or replace a user; True when it was created."""
+        with self._transaction() as tx:
+            created = tx.execute("SELECT 1 FROM users WHERE username = ?", (user.username,)).fetchone() is None
+            tx.execute(
+                "INSERT INTO users (username, password_hash, role, grid_code, patroller_id, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, role = excluded.role,"
+                " grid_code = excluded.grid_code, patroller_id = excluded.patroller_id",
+                (user.username, user.password_hash, user.role, user.grid_code, user.patroller_id, ts_text(at, "at")),
+            )
+        return created
+
+    def user(self, username: str) -> UserRecord | None:
+        """One user by name."""
+        rows = self._query("SELECT username, password_hash, role, grid_code, patroller_id FROM users WHERE username = ?", (username,))
+        return UserRecord(*rows[0]) if rows else None
+
+    def users(self) -> list[UserRecord]:
+        """Every user, by name."""
+        return [UserRecord(*r) for r in self._query("SELECT username, password_hash, role, grid_code, patroller_id FROM users ORDER BY username")]
 
     def dead_letter_counts(self) -> dict[str, dict[str, int]]:
         """Per reason: {"pending": n, "replayed": m}."""

@@ -1,0 +1,128 @@
+"""Logins (design §8): argon2 password hashes, JWT bearer tokens, and who a token speaks for.
+
+Roles: `admin` (everything), `commander` (bound to one grid: sees and acts on its subtree),
+`patroller` (bound to a patroller id), `planner` (grid versions), `device` (pushes over HTTP).
+A token (`POST /api/v1/token`, OAuth2 password flow) is an HS256 JWT signed with the settings'
+secret key: `sub` the username, `role`, `grid` / `patroller`, `iat`, `exp`.
+
+This module issues and reads tokens and maps a principal to the workflow's actor
+(`alerts.roles.Actor`); it does no I/O. Which routes require which principal is the routers'
+business.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from alerts.roles import Actor
+
+ROLES = ("admin", "commander", "patroller", "planner", "device")
+ALGORITHM = "HS256"
+TOKEN_TTL = timedelta(hours=12)
+GRID_LEVEL_BY_LENGTH = {9: 1, 12: 2, 15: 3}
+"""A grid code's level by its length (design §5: 9 digits district street, +3 community, +3 unit grid)."""
+
+_hasher = PasswordHasher()
+DUMMY_HASH = _hasher.hash("gridwatch-no-such-user")
+"""Verified against when a username is unknown, so that the answer takes as long as for a known one."""
+
+
+class AuthError(Exception):
+    """A login or a token is not acceptable (the message says why, without leaking which part failed)."""
+
+
+class UserError(ValueError):
+    """A user definition is not valid (the message names the field)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request speaks for."""
+
+    username: str
+    role: str
+    grid: str | None = None
+    patroller_id: str | None = None
+
+    def actor(self) -> Actor:
+        """The workflow actor of this principal (alerts.roles): a center, a patroller or the system."""
+        if self.role == "commander" and self.grid is not None:
+            return Actor("center", self.grid, level=grid_level(self.grid), grid=self.grid)
+        if self.role == "patroller" and self.patroller_id is not None:
+            return Actor("patroller", self.patroller_id)
+        if self.role == "admin":
+            return Actor("system", f"admin-{self.username}")
+        raise AuthError(f"role {self.role!r} does not act on incidents")
+
+
+def grid_level(code: str) -> int:
+    """The level (1..3) of a grid code, by its length; UserError for another length."""
+    level = GRID_LEVEL_BY_LENGTH.get(len(code))
+    if level is None or not code.isdigit():
+        raise UserError(f"grid {code!r}: expected a grid code of 9, 12 or 15 digits")
+    return level
+
+
+def check_user(role: str, grid: str | None, patroller_id: str | None) -> None:
+    """Raise UserError unless the role and its binding fit together."""
+    if role not in ROLES:
+        raise UserError(f"role {role!r}: expected one of {', '.join(ROLES)}")
+    if role == "commander":
+        if not grid:
+            raise UserError("grid: a commander is bound to a grid (its code)")
+        grid_level(grid)
+    if role == "patroller" and not patroller_id:
+        raise UserError("patroller: a patroller user is bound to a patroller id")
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash of the password (UserError for an empty or too short one)."""
+    if len(password) < 8:
+        raise UserError("password: expected at least 8 characters")
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    """Whether the password matches the stored hash (never raises on a wrong or unreadable hash)."""
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def issue_token(principal: Principal, secret: str, *, now: datetime | None = None, ttl: timedelta = TOKEN_TTL) -> str:
+    """A signed bearer token for the principal."""
+    at = now or datetime.now(UTC)
+    claims: dict[str, Any] = {"sub": principal.username, "role": principal.role, "iat": int(at.timestamp()),
+                              "exp": int((at + ttl).timestamp())}
+    if principal.grid is not None:
+        claims["grid"] = principal.grid
+    if principal.patroller_id is not None:
+        claims["patroller"] = principal.patroller_id
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def read_token(token: str, secret: str, *, now: datetime | None = None) -> Principal:
+    """The principal of a token; AuthError when it is forged, expired or malformed."""
+    options: dict[str, Any] = {"require": ["sub", "role", "exp"]}
+    try:
+        if now is not None:  # tests: judge expiry at a given time
+            claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={**options, "verify_exp": False, "verify_iat": False})
+            if claims["exp"] <= int(now.timestamp()):
+                raise AuthError("token expired")
+        else:
+            claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options=options)
+    except jwt.ExpiredSignatureError as exc:
+        raise AuthError("token expired") from exc
+    except jwt.PyJWTError as exc:
+        raise AuthError(f"token not valid ({type(exc).__name__})") from exc
+    role = claims.get("role")
+    if role not in ROLES:
+        raise AuthError("token not valid (role)")
+    return Principal(str(claims["sub"]), str(role), claims.get("grid"), claims.get("patroller"))

@@ -1,0 +1,76 @@
+"""POST /api/v1/token and GET /api/v1/me on both stores; users from the CLI and the demo."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.auth import hash_password
+from api.cli_users import ensure_demo_users
+from api.runtime import Runtime
+from store.ports import UserRecord
+from tests.integration.apphelpers import PROBLEM, Clock
+
+pytestmark = pytest.mark.integration
+
+
+def login(client: TestClient, username: str, password: str) -> object:
+    return client.post("/api/v1/token", data={"username": username, "password": password})
+
+
+def test_a_user_logs_in_and_the_token_says_who_they_are(rt: Runtime, client: TestClient, clock: Clock) -> None:
+    grid = rt.store.grids(level=2)[0].code
+    assert rt.store.save_user(UserRecord("street", hash_password("street-secret"), "commander", grid), at=clock.now)
+    assert not rt.store.save_user(UserRecord("street", hash_password("street-secret"), "commander", grid), at=clock.now)
+    r = login(client, "street", "street-secret")
+    assert r.status_code == 200, r.text  # type: ignore[attr-defined]
+    body = r.json()  # type: ignore[attr-defined]
+    assert body["token_type"] == "bearer" and body["role"] == "commander" and body["grid"] == grid
+    me = client.get("/api/v1/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert me.json() == {"username": "street", "role": "commander", "grid": grid, "patroller": None}
+    clock.advance(hours=13)
+    expired = client.get("/api/v1/me", headers={"Authorization": f"Bearer {body['access_token']}"})
+    assert expired.status_code == 401 and "expired" in expired.json()["detail"]
+
+
+def test_wrong_passwords_unknown_users_and_missing_tokens_are_401(rt: Runtime, client: TestClient, clock: Clock) -> None:
+    rt.store.save_user(UserRecord("admin", hash_password("admin-secret"), "admin"), at=clock.now)
+    for name, pw in (("admin", "wrong-secret"), ("nobody", "admin-secret")):
+        r = login(client, name, pw)
+        assert r.status_code == 401 and r.headers["content-type"].startswith(PROBLEM)  # type: ignore[attr-defined]
+        assert r.json()["detail"] == "username or password is wrong"  # type: ignore[attr-defined]
+    assert client.get("/api/v1/me").status_code == 401
+    assert client.get("/api/v1/me", headers={"Authorization": "Bearer nonsense"}).status_code == 401
+    assert rt.store.user("admin").password_hash.startswith("$argon2id$")  # type: ignore[union-attr]
+
+
+def test_demo_users_cover_every_role(rt: Runtime, client: TestClient) -> None:
+    made = ensure_demo_users(rt.store, "demo-password")
+    assert {role for _, role, _ in made} == {"admin", "commander", "patroller", "planner"}
+    assert ensure_demo_users(rt.store, "demo-password") == made  # idempotent
+    for name, role, _ in made:
+        assert login(client, name, "demo-password").json()["role"] == role  # type: ignore[attr-defined]
+    street = rt.store.user("street")
+    district = rt.store.user("district")
+    assert street is not None and district is not None and street.grid_code.startswith(district.grid_code)  # type: ignore[union-attr]
+
+
+def test_users_cli_adds_checks_and_lists(tmp_path: object) -> None:
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    url = f"sqlite:///{tmp_path}/users.db"
+    runner = CliRunner()
+    assert runner.invoke(app, ["seed", "--database-url", url]).exit_code == 0
+    ok = runner.invoke(app, ["users", "add", "ops", "--role", "admin", "--database-url", url], input="ops-password\nops-password\n")
+    assert ok.exit_code == 0 and "created admin ops" in ok.output, ok.output
+    bad = runner.invoke(app, ["users", "add", "boss", "--role", "commander", "--grid", "999999999", "--password", "long-enough",
+                              "--database-url", url])
+    assert bad.exit_code == 2 and "not in the current grid version" in bad.output
+    short = runner.invoke(app, ["users", "add", "x", "--role", "planner", "--password", "short", "--database-url", url])
+    assert short.exit_code == 2 and "at least 8" in short.output
+    listed = runner.invoke(app, ["users", "list", "--database-url", url])
+    assert "ops" in listed.output and "$argon2" not in listed.output
