@@ -112,9 +112,12 @@ def read_token(token: str, secret: str, *, now: datetime | None = None) -> Princ
     """The principal of a token; AuthError when it is forged, expired or malformed."""
     options: dict[str, Any] = {"require": ["sub", "role", "exp"]}
     try:
-        if now is not None:  # tests: judge expiry at a given time
+        if now is not None:  # judge expiry by the runtime's clock (tests run it at fixed times)
             claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={**options, "verify_exp": False, "verify_iat": False})
-            if claims["exp"] <= int(now.timestamp()):
+            exp = claims["exp"]
+            if isinstance(exp, bool) or not isinstance(exp, int | float):
+                raise AuthError("token not valid (exp)")
+            if exp <= now.timestamp():
                 raise AuthError("token expired")
         else:
             claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options=options)
@@ -122,7 +125,13 @@ def read_token(token: str, secret: str, *, now: datetime | None = None) -> Princ
         raise AuthError("token expired") from exc
     except jwt.PyJWTError as exc:
         raise AuthError(f"token not valid ({type(exc).__name__})") from exc
-    role = claims.get("role")
-    if role not in ROLES:
+    role, grid, patroller = claims.get("role"), claims.get("grid"), claims.get("patroller")
+    if role not in ROLES or not isinstance(claims.get("sub"), str):
         raise AuthError("token not valid (role)")
-    return Principal(str(claims["sub"]), str(role), claims.get("grid"), claims.get("patroller"))
+    if not all(v is None or isinstance(v, str) for v in (grid, patroller)):
+        raise AuthError("token not valid (binding)")
+    try:
+        check_user(role, grid, patroller)
+    except UserError as exc:
+        raise AuthError("token not valid (binding)") from exc
+    return Principal(claims["sub"], role, grid, patroller)

@@ -36,7 +36,8 @@ def users_add(
     role: Annotated[str, typer.Option(help="admin | commander | patroller | planner | device")],
     grid: Annotated[str | None, typer.Option(help="commander: the grid code whose subtree they command")] = None,
     patroller: Annotated[str | None, typer.Option(help="patroller: their patroller id")] = None,
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)] = "",
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True,
+                                          help="asked for when left out (on the command line it would show in `ps` and shell history)")] = "",
     database_url: DbOption = None,
 ) -> None:
     """Create a user (or replace one of that name); the password is stored as an argon2 hash."""
@@ -92,6 +93,7 @@ def ensure_demo_users(store, password: str) -> list[tuple[str, str, str | None]]
         pid = binding.get(patroller_key) if patroller_key else None
         if (grid_key and grid is None) or (patroller_key and pid is None):
             continue
-        store.save_user(UserRecord(username, hashed, role, grid, pid), at=datetime.now(UTC))
+        if store.user(username) is None:  # never reset an existing user's password
+            store.save_user(UserRecord(username, hashed, role, grid, pid), at=datetime.now(UTC))
         out.append((username, role, grid or pid))
     return out

@@ -13,6 +13,7 @@ from alerts.actions import IncidentNotFoundError
 from alerts.errors import IllegalTransitionError, UnknownActionError
 from alerts.roles import ForbiddenActionError, InvalidActorError
 from alerts.workflow import InvalidParamsError
+from api.auth import AuthError
 from api.planning import PlanningError, PublishRefusedError, VersionNotFoundError
 from geo.errors import GridFileError, GridSetError, OutsideDistrictError
 from store.errors import VersionStateError
@@ -37,6 +38,7 @@ STATUS = {
     InvalidQueryProblem: (422, "validation", "Invalid request"),
     NotFoundProblem: (404, "not-found", "Not found"),
     UnauthorizedProblem: (401, "unauthorized", "Login required"),
+    AuthError: (401, "unauthorized", "Login required"),
     IncidentNotFoundError: (404, "not-found", "Not found"),
     OutsideDistrictError: (404, "outside-district", "Outside the district"),
     IllegalTransitionError: (409, "illegal-transition", "Illegal transition"),
@@ -73,7 +75,11 @@ def add_exception_handlers(app: FastAPI) -> None:
             extra = {"actor": str(exc.actor), "action": exc.action}
         elif isinstance(exc, PublishRefusedError):
             extra = {"errors": [{k: v for k, v in e.items() if k != "location"} for e in exc.errors]}
-        return problem(status, type_, title, str(exc), instance=str(request.url.path), **extra)
+        response = problem(status, type_, title, str(exc), instance=str(request.url.path), **extra)
+        if status == 401:
+            challenge = 'Bearer error="invalid_token"' if request.headers.get("authorization") else "Bearer"
+            response.headers["WWW-Authenticate"] = challenge
+        return response
 
     for exc_type in STATUS:
         app.add_exception_handler(exc_type, domain_handler)

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
                            description="readings on PostgreSQL: a TimescaleDB hypertable when the extension exists (auto), or native partitions (off)")
 
     def check_secret(self) -> None:
-        """Refuse the default secret outside demo mode (called by the commands that serve users)."""
-        if not self.demo and self.secret_key.get_secret_value() == DEFAULT_SECRET and self.database_url.startswith("postgres"):
-            raise ValueError("GRIDWATCH_SECRET_KEY must be set to a non-default value outside demo mode")
+        """Refuse the default secret, or one shorter than 32 bytes, outside demo mode (it signs logins)."""
+        if self.demo:
+            return
+        key = self.secret_key.get_secret_value()
+        if key == DEFAULT_SECRET or len(key.encode()) < 32:
+            raise ValueError("GRIDWATCH_SECRET_KEY must be set to a secret of at least 32 bytes (e.g. `openssl rand -hex 32`)"
+                             " outside demo mode: it signs the login tokens")

@@ -33,7 +33,7 @@ def _env(pg: str, broker: MosquittoBroker, **extra: str) -> dict[str, str]:
         "PYTHONPATH": str(ROOT),
         "GRIDWATCH_DATABASE_URL": pg,
         "GRIDWATCH_MQTT_URL": broker.url,
-        "GRIDWATCH_SECRET_KEY": "test-secret-not-default",
+        "GRIDWATCH_SECRET_KEY": "test-secret-not-default-and-long-enough-0123456789",
         **extra,
     }
 

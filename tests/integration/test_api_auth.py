@@ -74,3 +74,32 @@ def test_users_cli_adds_checks_and_lists(tmp_path: object) -> None:
     assert short.exit_code == 2 and "at least 8" in short.output
     listed = runner.invoke(app, ["users", "list", "--database-url", url])
     assert "ops" in listed.output and "$argon2" not in listed.output
+
+
+def test_tokens_of_changed_or_deleted_users_stop_working_and_401s_challenge(rt: Runtime, client: TestClient, clock: Clock) -> None:
+    import jwt
+
+    grid = rt.store.grids(level=2)[0].code
+    rt.store.save_user(UserRecord("cmd", hash_password("cmd-secret-1"), "commander", grid), at=clock.now)
+    r = login(client, "cmd", "cmd-secret-1")
+    assert r.headers["cache-control"] == "no-store"  # type: ignore[attr-defined]
+    bearer = {"Authorization": f"Bearer {r.json()['access_token']}"}  # type: ignore[attr-defined]
+    assert client.get("/api/v1/me", headers=bearer).status_code == 200
+    rt.store.save_user(UserRecord("cmd", hash_password("cmd-secret-2"), "planner"), at=clock.now)  # demoted
+    refused = client.get("/api/v1/me", headers=bearer)
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert client.get("/api/v1/me").headers["www-authenticate"] == "Bearer"
+    secret = rt.settings.secret_key.get_secret_value()
+    exp = int((clock.now + timedelta(hours=1)).timestamp())
+    for claims in ({"sub": "ghost", "role": "admin", "exp": exp},  # no such user
+                   {"sub": "cmd", "role": "commander", "exp": exp},  # a commander without a grid
+                   {"sub": "cmd", "role": "planner", "exp": "tomorrow"}):  # a malformed expiry
+        forged = jwt.encode(claims, secret, algorithm="HS256")
+        assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {forged}"}).status_code == 401, claims
+
+
+def test_the_demo_does_not_reset_an_existing_password(rt: Runtime, client: TestClient, clock: Clock) -> None:
+    rt.store.save_user(UserRecord("admin", hash_password("the-real-admin-pw"), "admin"), at=clock.now)
+    ensure_demo_users(rt.store, "demo-password")
+    assert login(client, "admin", "the-real-admin-pw").status_code == 200  # type: ignore[attr-defined]
+    assert login(client, "admin", "demo-password").status_code == 401  # type: ignore[attr-defined]

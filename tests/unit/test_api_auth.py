@@ -59,3 +59,14 @@ def test_user_definitions_are_checked() -> None:
         with pytest.raises(UserError, match=field):
             check_user(role, grid, pid)
     assert (grid_level("430102001"), grid_level("430102001001"), grid_level("430102001001001")) == (1, 2, 3)
+
+
+def test_the_secret_must_be_long_and_not_the_default_outside_demo() -> None:
+    from api.settings import Settings
+
+    for key in (None, "short-secret"):
+        kw = {} if key is None else {"secret_key": key}
+        with pytest.raises(ValueError, match="at least 32 bytes"):
+            Settings(_env_file=None, database_url="sqlite:///x.db", **kw).check_secret()
+    Settings(_env_file=None, database_url="sqlite:///x.db", demo=True).check_secret()
+    Settings(_env_file=None, database_url="sqlite:///x.db", secret_key="x" * 32).check_secret()
