@@ -21,6 +21,7 @@ from alerts.outbox import OutboxRelay
 from alerts.regrid import regrid_in
 from alerts.routing import Router
 from alerts.views import incident_dict
+from api.periodic import Periodic
 from api.settings import Settings
 from api.stream import EventHub
 from geo.index import GridIndex
@@ -91,15 +92,13 @@ class Runtime:
         self.levels = LevelFilter()  # level-triggered sensor alarms that are active (rising edges only)
         self.thresholds = ThresholdWatch(load_rules(settings.threshold_rules))
         self.ha_entities: dict[str, list[HaEntity]] = {}  # Home Assistant discovery: state topic → its entities
-        self._health_stop = threading.Event()
-        self._health_thread: threading.Thread | None = None
+        self._health = Periodic("device-health", self.health_sweep, "health sweep")
         self._swap = threading.Lock()  # held while a batch is handled and while a new grid version is swapped in
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.reloads = 0
         self._watch_owned_by_ingest = False
-        self._sla_stop = threading.Event()
-        self._sla_thread: threading.Thread | None = None
+        self._sla = Periodic("sla-sweep", self.sla_sweep, "SLA sweep")
         from alerts import sla
 
         self.sla_config = sla.load_sla_config(settings.sla_config) if settings.sla_config else sla.DEFAULT
@@ -383,27 +382,11 @@ class Runtime:
 
     def run_sla(self, interval: float | None = None) -> None:
         """Sweep SLA clocks in a thread every `interval` seconds (Settings.sla_sweep_seconds)."""
-        if self._sla_thread is not None:
-            return
-        every = self.settings.sla_sweep_seconds if interval is None else interval
-        self._sla_stop.clear()
-
-        def loop() -> None:
-            while not self._sla_stop.wait(every):
-                try:
-                    self.sla_sweep()
-                except Exception:
-                    logger.warning("SLA sweep failed; trying again in %.1f s", every, exc_info=True)
-
-        self._sla_thread = threading.Thread(target=loop, name="sla-sweep", daemon=True)
-        self._sla_thread.start()
+        self._sla.start(self.settings.sla_sweep_seconds if interval is None else interval)
 
     def stop_sla(self) -> None:
         """Stop the SLA sweep thread."""
-        self._sla_stop.set()
-        if self._sla_thread is not None:
-            self._sla_thread.join(timeout=10)
-        self._sla_thread = None
+        self._sla.stop()
 
     # --- device health (design §1: devices and their state; issue 5) -----------------------------
     def health_sweep(self) -> int:
@@ -469,27 +452,11 @@ class Runtime:
 
     def run_health(self, interval: float | None = None) -> None:
         """Run the health sweep in a thread every `interval` seconds (Settings.health_sweep_seconds)."""
-        if self._health_thread is not None:
-            return
-        every = self.settings.health_sweep_seconds if interval is None else interval
-        self._health_stop.clear()
-
-        def loop() -> None:
-            while not self._health_stop.wait(every):
-                try:
-                    self.health_sweep()
-                except Exception:
-                    logger.warning("health sweep failed; trying again in %.1f s", every, exc_info=True)
-
-        self._health_thread = threading.Thread(target=loop, name="device-health", daemon=True)
-        self._health_thread.start()
+        self._health.start(self.settings.health_sweep_seconds if interval is None else interval)
 
     def stop_health(self) -> None:
         """Stop the health sweep thread."""
-        self._health_stop.set()
-        if self._health_thread is not None:
-            self._health_thread.join(timeout=10)
-        self._health_thread = None
+        self._health.stop()
 
     def refresh_devices(self) -> None:
         """Reload the device registry (after an import) keeping the grid index."""
