@@ -7,6 +7,7 @@ from typing import Any
 from shapely.geometry import mapping
 
 from geo.model import Building, Device, Grid
+from store.ports import DeviceState
 
 
 def feature(geometry: Any, properties: dict[str, Any], fid: str | None = None) -> dict[str, Any]:
@@ -32,6 +33,24 @@ def building_feature(b: Building) -> dict[str, Any]:
     return feature(b.geometry, {"code": b.code, "grid_code": b.grid_code, "name": b.name}, b.code)
 
 
-def device_feature(d: Device) -> dict[str, Any]:
-    """A device as a Feature."""
-    return feature(d.geometry, {"id": d.id, "kind": d.kind, "name": d.name, "grid_code": d.grid_code, "zones": list(d.zones)}, d.id)
+def device_properties(d: Device, state: DeviceState | None = None) -> dict[str, Any]:
+    """What the map and the API show of a device: identity, owner grid, state and when it was last heard."""
+    return {
+        "id": d.id,
+        "kind": d.kind,
+        "name": d.name,
+        "grid_code": d.grid_code,
+        "zones": list(d.zones),
+        "format": d.format,
+        "identity": d.identity,
+        "interval_s": d.interval_s,
+        "state": state.state if state is not None else "unknown",
+        "state_since": state.since.isoformat() if state is not None and state.since else None,
+        "last_seen": state.last_seen.isoformat() if state is not None and state.last_seen else None,
+        "detail": state.detail if state is not None else {},
+    }
+
+
+def device_feature(d: Device, state: DeviceState | None = None) -> dict[str, Any]:
+    """A device as a Feature, with its state."""
+    return feature(d.geometry, device_properties(d, state), d.id)

@@ -394,6 +394,8 @@ class Runtime:
         from alerts.health import offline_alarm
         from ingest.model import DeviceStatus
 
+        if not self.registry.watched:  # no device has an interval: nothing can fall silent
+            return 0
         now = self.now()
         silent = [(d, since, every) for d, since, every in self.store.silent_devices(now) if d in self.devices]
         if not silent:

@@ -20,23 +20,27 @@ _KIND_FREE = ("device", "other")  # alarm kinds any device may send
 
 
 def check_alarm(
-    alarm: Alarm, devices: Mapping[str, Device], inside: Callable[[float, float], bool]
+    alarm: Alarm, devices: Mapping[str, Device], inside: Callable[[float, float], bool], *,
+    topic: str | None = None, payload: bytes | None = None,
 ) -> Alarm | DeadLetter:
     """Dead-letter alarms of unregistered devices or with their own lat/lon outside the district.
 
     `inside(lon, lat)` tells whether a WGS84 point lies in the district. Softer mismatches (type kind
-    vs device kind, a zone the device does not have) only add warnings to the returned Alarm.
+    vs device kind, a zone the device does not have) only add warnings to the returned Alarm. A dead
+    letter keeps the message's `topic` and whole `payload` (default: the device's alarm topic and the
+    alarm's raw bytes), so that a replay decodes the message it came from.
     """
-    topic = topics.device_alarm(alarm.device_id)
+    topic = topic or topics.device_alarm(alarm.device_id)
+    raw = alarm.raw if payload is None else payload
     device = devices.get(alarm.device_id)
     if device is None:
         return dead_letter(
-            topic, alarm.raw, alarm.received_at, UNKNOWN_DEVICE,
+            topic, raw, alarm.received_at, UNKNOWN_DEVICE,
             f"device {alarm.device_id!r} is not registered",
         )
     if alarm.lon is not None and alarm.lat is not None and not inside(alarm.lon, alarm.lat):
         return dead_letter(
-            topic, alarm.raw, alarm.received_at, OUTSIDE_DISTRICT,
+            topic, raw, alarm.received_at, OUTSIDE_DISTRICT,
             f"lat/lon ({alarm.lat}, {alarm.lon}) of device {alarm.device_id!r} is outside the district",
         )
     warnings = list(alarm.warnings)

@@ -105,14 +105,8 @@ def decode_messages(
         return homeassistant.decode(topic, payload, received_at, entities=ha_entities or {})
     elif topic == HTTP_ISAPI:  # a replayed ISAPI push: the stored payload is the event part
         return hikvision.decode(topic, payload, received_at)
-    elif topic == HTTP_OSMAND:  # a replayed OsmAnd request: the stored payload is its query string
-        from urllib.parse import parse_qsl
-
-        try:
-            params = dict(parse_qsl(payload.decode("utf-8"), keep_blank_values=True))
-        except UnicodeDecodeError:
-            return dead_letter(topic, payload, received_at, "not_utf8", "query string is not UTF-8")
-        return osmand.decode_query(params, received_at, topic=topic, raw=payload)
+    elif topic == HTTP_OSMAND:  # a replayed OsmAnd request: the stored payload is its parameters
+        return osmand.decode_raw(payload, received_at, topic=topic)
     if ha_entities and topic in ha_entities:  # a Home Assistant state topic outside the discovery prefix
         return homeassistant.decode_state(topic, payload, received_at, ha_entities)
     return dead_letter(topic, payload, received_at, UNHANDLED_TOPIC, f"topic {topic!r} is not handled by this ingest version")

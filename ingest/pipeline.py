@@ -218,9 +218,9 @@ def _resolve_all(msg: Inbound, out: list[Normalized], registry: Registry,
         if isinstance(m, Alarm):
             if device_id != m.device_id or part != m.zone:
                 m = dataclasses.replace(m, device_id=device_id, zone=part)
-            checked = check_alarm(m, registry.by_id, inside)
+            checked = check_alarm(m, registry.by_id, inside, topic=msg.topic, payload=msg.payload)
             if isinstance(checked, DeadLetter):
-                return dead_letter(msg.topic, msg.payload, msg.received_at, checked.reason, checked.detail)
+                return checked
             done.append(checked)
         elif device_id != m.device_id:
             done.append(dataclasses.replace(m, device_id=device_id))  # type: ignore[type-var]

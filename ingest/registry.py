@@ -43,6 +43,8 @@ class Registry:
             if sep and ":" in parent:
                 self._children.setdefault(parent, []).append(device)
         self._cache: dict[str, Resolved | None] = {}
+        self.watched = any(d.interval_s is not None for d in self.by_id.values())
+        """Whether any device expects heartbeats (else the health sweep has nothing to look for)."""
 
     def __len__(self) -> int:
         return len(self.by_id)

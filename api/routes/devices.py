@@ -13,31 +13,11 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import RuntimeDep
 from api.errors import InvalidQueryProblem, NotFoundProblem
-from api.geojson import collection, feature
-from geo.model import Device
-from store.ports import DeviceState
+from api.geojson import collection, device_feature
 
 router = APIRouter(tags=["devices"])
 
 IMPORT_SUFFIXES = (".csv", ".geojson", ".json", ".gpkg")
-
-
-def device_properties(d: Device, state: DeviceState | None) -> dict[str, Any]:
-    """What the map and the API show of a device: identity, owner grid, state and when it was last heard."""
-    return {
-        "id": d.id,
-        "kind": d.kind,
-        "name": d.name,
-        "grid_code": d.grid_code,
-        "zones": list(d.zones),
-        "format": d.format,
-        "identity": d.identity,
-        "interval_s": d.interval_s,
-        "state": state.state if state is not None else "unknown",
-        "state_since": state.since.isoformat() if state is not None and state.since else None,
-        "last_seen": state.last_seen.isoformat() if state is not None and state.last_seen else None,
-        "detail": state.detail if state is not None else {},
-    }
 
 
 @router.get("/devices")
@@ -51,9 +31,9 @@ def list_devices(
     states = rt.store.device_states()
     features = []
     for d in rt.devices.values():
-        props = device_properties(d, states.get(d.id))
-        if (kind is None or d.kind == kind) and (state is None or props["state"] == state) and (grid is None or d.grid_code.startswith(grid)):
-            features.append(feature(d.geometry, props, d.id))
+        f = device_feature(d, states.get(d.id))
+        if (kind is None or d.kind == kind) and (state is None or f["properties"]["state"] == state) and (grid is None or d.grid_code.startswith(grid)):
+            features.append(f)
     return collection(features)
 
 
@@ -75,7 +55,7 @@ def get_device(device_id: str, rt: RuntimeDep) -> dict[str, Any]:
     d = rt.devices.get(device_id)
     if d is None:
         raise NotFoundProblem(f"device {device_id!r} not found")
-    return feature(d.geometry, device_properties(d, rt.store.device_states().get(device_id)), d.id)
+    return device_feature(d, rt.store.device_states().get(device_id))
 
 
 @router.get("/devices/{device_id}/readings")

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import RuntimeDep
+from api.photos import sniff
 from ingest.adapters import hikvision, osmand
 from ingest.decode import HTTP_ISAPI, HTTP_OSMAND
 from ingest.model import Alarm, DeadLetter
@@ -25,22 +26,20 @@ from ingest.pipeline import Inbound
 
 router = APIRouter(prefix="/ingest", tags=["device ingest"])
 
-_EXT = {"image/jpeg": "jpg", "image/png": "png"}
-
-
 def _store_pictures(data_dir: str, pictures: tuple[hikvision.Picture, ...]) -> list[dict[str, Any]]:
     out = []
     folder = Path(data_dir) / "pictures"
     for pic in pictures:
         digest = hashlib.sha256(pic.data).hexdigest()
-        ext = _EXT.get(pic.content_type, "bin")
+        # the type the bytes say (api.photos.sniff, as for report photos), not the type the part claims
+        content_type, ext = sniff(pic.data) or ("application/octet-stream", "bin")
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{digest}.{ext}"
         if not path.exists():
             tmp = path.with_suffix(".part")
             tmp.write_bytes(pic.data)
             tmp.replace(path)
-        out.append({"sha256": digest, "content_type": pic.content_type, "bytes": len(pic.data), "name": pic.name})
+        out.append({"sha256": digest, "content_type": content_type, "bytes": len(pic.data), "name": pic.name})
     return out
 
 
@@ -79,19 +78,12 @@ async def osmand_position_post(request: Request, rt: RuntimeDep) -> dict[str, An
 
 async def osmand_position(request: Request, rt: Any) -> dict[str, Any]:
     """One OsmAnd request → a position (or a dead letter), stored like an MQTT location."""
-    params = dict(request.query_params)
     raw = request.url.query.encode()
-    if request.method == "POST":
+    if request.method == "POST" and "json" not in request.headers.get("content-type", ""):
         body = await request.body()
-        if body and "json" not in request.headers.get("content-type", ""):
-            from urllib.parse import parse_qsl
-
-            try:
-                params.update(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-                raw = (raw + b"&" + body) if raw else body
-            except UnicodeDecodeError:
-                pass  # the adapter refuses what is missing, naming the field
+        if body:  # a form body: its parameters join the query's
+            raw = (raw + b"&" + body) if raw else body
     received = rt.now()
-    decoded = osmand.decode_query(params, received, topic=HTTP_OSMAND, raw=raw)
+    decoded = osmand.decode_raw(raw, received, topic=HTTP_OSMAND)
     result = await run_in_threadpool(rt.handle_inbound, [Inbound(HTTP_OSMAND, raw, received, decoded)])
     return {"positions": result.positions, "dead_letters": result.dead_letters}

@@ -11,7 +11,7 @@ from alerts.model import OPEN_STATES
 from alerts.views import incident_dict
 from api.deps import RuntimeDep
 from api.errors import NotFoundProblem
-from api.geojson import collection, grid_feature
+from api.geojson import collection, device_properties, grid_feature
 from api.routes.incidents import GRID_CODE
 from geo.model import Grid
 from maps.wall import build_wall
@@ -65,10 +65,7 @@ def _device_markers(rt: Any, codes: set[str] | None, incidents: list[Any]) -> li
         if codes is not None and d.grid_code not in codes:
             continue
         lon, lat = device_point(d)
-        st = states.get(d.id)
-        out.append({"id": d.id, "kind": d.kind, "name": d.name, "lon": lon, "lat": lat, "alarming": d.id in alarming,
-                    "state": st.state if st is not None else "unknown",
-                    "last_seen": st.last_seen.isoformat() if st is not None and st.last_seen else None})
+        out.append({**device_properties(d, states.get(d.id)), "lon": lon, "lat": lat, "alarming": d.id in alarming})
     return out
 
 

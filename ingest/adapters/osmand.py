@@ -22,8 +22,9 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
+from urllib.parse import parse_qsl
 
-from ingest.adapters.common import SCHEMA, dead_letter, require_aware
+from ingest.adapters.common import NOT_UTF8, SCHEMA, dead_letter, require_aware
 from ingest.adapters.shared import short
 from ingest.adapters.timestamps import vendor_ts
 from ingest.model import DeadLetter, Normalized, PatrollerPosition
@@ -44,6 +45,16 @@ def _float(text: str | None) -> float | None:
         return None
     value = float(text)
     return value if math.isfinite(value) else None
+
+
+def decode_raw(raw: bytes, received_at: datetime, *, topic: str = DEFAULT_TOPIC) -> list[Normalized] | DeadLetter:
+    """Decode an OsmAnd request given as its URL-encoded parameters (query string, form body, or both
+    joined by `&`): what the HTTP route receives and what a dead letter of it stores for replay."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return dead_letter(topic, raw, received_at, NOT_UTF8, f"parameters are not UTF-8: {exc.reason} at byte {exc.start}")
+    return decode_query(dict(parse_qsl(text, keep_blank_values=True)), received_at, topic=topic, raw=raw)
 
 
 def decode_query(
