@@ -446,10 +446,14 @@ class Runtime:
         """A device state change on the live stream (`device` events)."""
         import json
 
-        body = {"event": "device", "device_id": device_id, "state": state, "source": source, "ts": ts.isoformat()}
+        body: dict[str, Any] = {"event": "device", "device_id": device_id, "state": state, "source": source, "ts": ts.isoformat()}
         device = self.devices.get(device_id)
-        if device is not None:
-            body["grid_code"] = device.grid_code
+        if device is not None:  # its grid chain, so that a street's or a community's stream gets it
+            chain, code = {}, device.grid_code
+            while code is not None and (grid := self.grid_by_code.get(code)) is not None and len(chain) < 3:
+                chain[f"l{grid.level}"] = code
+                code = grid.parent_code
+            body["grid_code"], body["route"] = device.grid_code, chain
         self._offer(f"gridwatch/devices/{device_id}/state", json.dumps(body).encode())
 
     def run_health(self, interval: float | None = None) -> None:

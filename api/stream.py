@@ -29,6 +29,8 @@ def event_of(topic: str, payload: dict[str, Any]) -> tuple[str, str | None] | No
         return (kind, parts[2]) if kind else None
     if len(parts) == 5 and parts[0] == "gridwatch" and parts[1] == "centers":
         return "center", parts[3]
+    if len(parts) == 4 and parts[0] == "gridwatch" and parts[1] == "devices" and parts[3] == "state":
+        return "device", None  # the device's grid chain is in the payload's route
     return None
 
 

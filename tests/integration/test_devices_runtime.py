@@ -379,3 +379,23 @@ def test_writers_lock_device_rows_first_so_they_never_deadlock(rt: Runtime, cloc
     assert not errors, errors
     states = rt.store.device_states()
     assert states["dev-b"].state == "offline" and states["dev-a"].state == "online"
+
+
+def test_the_live_stream_carries_device_states_to_the_streets_wall(rt: Runtime, clock: Clock) -> None:
+    import asyncio
+
+    device = camera(rt, "cam-live", "gridwatch:cam-live")
+    register(rt, clock, device)
+    street = rt.grid_by_code[rt.grid_by_code[device.grid_code].parent_code].code  # type: ignore[index]
+
+    async def watch() -> tuple[str, dict]:  # type: ignore[type-arg]
+        mine = rt.hub.subscribe(grid=street, kinds=frozenset({"device"}))
+        elsewhere = rt.hub.subscribe(grid="999999999")
+        await asyncio.to_thread(rt.handle_messages, [message("gridwatch/devices/cam-live/status", b'{"online": false}', clock.now)])
+        got = await asyncio.wait_for(mine.queue.get(), 10)
+        assert elsewhere.queue.empty()
+        return got
+
+    kind, body = asyncio.run(watch())
+    assert kind == "device" and body["device_id"] == "cam-live" and body["state"] == "offline"
+    assert body["route"]["l3"] == device.grid_code and body["route"]["l2"] == street

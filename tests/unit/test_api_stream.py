@@ -18,6 +18,8 @@ def test_topics_map_to_event_kinds() -> None:
     assert event_of(f"gridwatch/grids/{G}/patrollers", {}) == ("patroller", G)
     assert event_of("gridwatch/centers/2/430102001001/incidents", {}) == ("center", "430102001001")
     assert event_of("gridwatch/patrollers/P1/alerts", {}) is None  # phones' own topic: not broadcast
+    assert event_of("gridwatch/devices/cam-1/state", {}) == ("device", None)  # its grids are in the payload's route
+    assert event_of("gridwatch/devices/cam-1/alarm", {}) is None
 
 
 def test_hub_filters_by_grid_subtree_and_kind_and_frames_sse() -> None:
