@@ -84,6 +84,8 @@ def notifications_for(
     """The messages of one action: the grid topic, the assignee's phone (and the previous assignee's when
     it changed), and on escalate / supervise (or a difficulty that raised the owner) the owning center."""
     body = incident_dict(incident, now, event=action)
+    if assignee_before is not None and assignee_before != incident.assignee:
+        body["previous_assignee"] = assignee_before  # its phone (and its live view) learns the incident left it
     topics: list[str] = []
     if incident.route.l3 is not None:
         topics.append(grid_topic(incident.route.l3))

@@ -56,6 +56,8 @@ STAGES = ("register", "acknowledge", "handle", "check")
 YELLOW_AT = 0.75
 URGENT_SEVERITY = 4
 DEFAULTS_FILE = "sla_defaults.yaml"
+DEMO_FILE = Path(__file__).with_name("sla_demo.yaml")
+"""Minute-scale limits for `gridwatch demo` (lights change while one watches); never a production default."""
 
 #: States whose legacy clock (stage None: dispatched_at → deadline) runs, as before the stage clocks.
 _CLOCK_STATES = frozenset(

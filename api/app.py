@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 
 from api.bodylimit import BodyLimit
 from api.errors import add_exception_handlers
@@ -20,14 +21,18 @@ from api.routes import (
     incidents,
     ingest_http,
     locate,
+    login,
     maintenance,
     pages,
+    phone,
     registry,
     reports,
     stream,
+    wall,
 )
 from api.runtime import Runtime
 from api.settings import Settings
+from maps import STATIC_DIR
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None, *, with_ingest: bool = False) -> FastAPI:
@@ -58,12 +63,18 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *, with_inges
     if runtime is not None:
         app.state.runtime = runtime
     api = APIRouter(prefix="/api/v1")
-    for module in (auth, locate, grids, gridversions, incidents, reports, evaluation, maintenance, registry, devices, deadletters, stream):
+    for module in (auth, locate, grids, gridversions, incidents, reports, evaluation, maintenance, registry, devices, deadletters, stream,
+                   wall):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(pages.router)
+    app.include_router(phone.router)
+    app.include_router(login.router)
+    # the pages' own scripts and the vendored Leaflet: a command center's network may have no internet
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(ingest_http.router)
     add_exception_handlers(app)
+    app.add_exception_handler(login.LoginRequired, login.login_redirect)
 
     def body_limit(method: str, path: str) -> int:
         if method == "POST" and path.rstrip("/") == "/api/v1/grid-versions":
@@ -80,8 +91,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *, with_inges
     app.add_middleware(BodyLimit, limit_for=body_limit)
 
     @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/map")
+    def root(request: Request) -> RedirectResponse:
+        """The home page of the login's role (the login page without one)."""
+        try:
+            principal = login.page_principal(request, app.state.runtime)
+        except login.LoginRequired:
+            return RedirectResponse("/login", status_code=303)
+        return RedirectResponse(login.HOME.get(principal.role, "/map"), status_code=303)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, object]:

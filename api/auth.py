@@ -50,10 +50,11 @@ class Principal:
     grid: str | None = None
     patroller_id: str | None = None
 
-    def actor(self) -> Actor:
-        """The workflow actor of this principal (alerts.roles): a center, a patroller or the system."""
+    def actor(self, level: int | None = None) -> Actor:
+        """The workflow actor of this principal (alerts.roles): a center, a patroller or the system. A
+        commander's center is of `level` (its grid's stored level; by default the level its code length says)."""
         if self.role == "commander" and self.grid is not None:
-            return Actor("center", self.grid, level=grid_level(self.grid), grid=self.grid)
+            return Actor("center", self.grid, level=level or grid_level(self.grid), grid=self.grid)
         if self.role == "patroller" and self.patroller_id is not None:
             return Actor("patroller", self.patroller_id)
         if self.role == "admin":

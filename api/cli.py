@@ -249,6 +249,10 @@ def demo(
         raise typer.BadParameter(f"--broker {broker_kind!r}: expected embedded or mosquitto")
     protocol = "3.1.1" if broker_kind == "embedded" else "5"
     settings = _settings(demo=True, mqtt_protocol=protocol)
+    if settings.sla_config is None:  # minutes, not hours: the wall's lights change while one watches
+        from alerts.sla import DEMO_FILE
+
+        settings = settings.model_copy(update={"sla_config": str(DEMO_FILE)})
     store = open_store(settings.database_url)
     store.migrate()
     version = seed_store(store)
@@ -278,12 +282,13 @@ def demo(
                     "gridwatch demo is running",
                     f"  store:        {settings.database_url} (grid version {version}: {len(rt.grid_by_code)} grids, {len(rt.devices)} devices, {len(rt.patrollers)} patrollers)",
                     f"  broker:       {broker_url}",
-                    f"  map wall:     {base}/map",
+                    f"  map wall:     {base}/map  (log in as district, street or admin)",
+                    f"  phone view:   {base}/patroller  (log in as patroller; best in a phone-sized window)",
                     f"  API docs:     {base}/docs",
                     f"  incidents:    {base}/api/v1/incidents",
                     f"  devices:      {base}/api/v1/devices (state), {base}/api/v1/devices/{thermal.id}/readings?bucket=1m",
                     f"  dead letters: {base}/api/v1/dead-letters/counters",
-                    f"  demo users (password {DEMO_PASSWORD!r}; POST {base}/api/v1/token):",
+                    f"  demo users (password {DEMO_PASSWORD!r}; pages: {base}/login, API: POST {base}/api/v1/token):",
                     *(f"    {name:<10} {role:<10} {binding or ''}" for name, role, binding in demo_users),
                     "  raise an alarm by hand (it will be routed to grid " + grid.code + "):",
                     "    " + raise_alarm_command(broker_url, device, c.x, c.y),

@@ -34,7 +34,13 @@ def _planning(database_url: str | None) -> Iterator[Any]:
 @contextmanager
 def _progress() -> Iterator[Any]:
     """A rich progress bar fed with (stage, done, total) callbacks; quiet when not on a terminal."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     with Progress(TextColumn("{task.description:<18}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   transient=True) as bar:

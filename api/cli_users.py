@@ -63,6 +63,46 @@ def users_add(
     typer.echo(f"{'created' if created else 'updated'} {role} {username}" + (f" of grid {grid}" if grid else ""))
 
 
+@users_app.command("token")
+def users_token(
+    username: str,
+    days: Annotated[int, typer.Option(min=1, max=3650, help="how long the token is valid")] = 365,
+    database_url: DbOption = None,
+) -> None:
+    """Print a long-lived bearer token for a `device` user (a camera's or a phone app's HTTP push, which cannot
+    log in by itself). It stops working when the user is deleted (`users delete`) or changes role or binding."""
+    from datetime import UTC, datetime, timedelta
+
+    from api.auth import Principal, issue_token
+    from api.settings import Settings
+
+    store = _store(database_url)
+    try:
+        user = store.user(username)
+    finally:
+        store.close()
+    if user is None or user.role != "device":
+        typer.echo(f"user {username!r}: expected an existing user of role device (people log in for 12 h tokens)", err=True)
+        raise typer.Exit(2)
+    settings = Settings(**({"database_url": database_url} if database_url else {}))
+    principal = Principal(user.username, user.role, user.grid_code, user.patroller_id)
+    typer.echo(issue_token(principal, settings.secret_key.get_secret_value(), ttl=timedelta(days=days), now=datetime.now(UTC)))
+
+
+@users_app.command("delete")
+def users_delete(username: str, database_url: DbOption = None) -> None:
+    """Remove a user: its tokens stop working at once."""
+    store = _store(database_url)
+    try:
+        found = store.delete_user(username)
+    finally:
+        store.close()
+    if not found:
+        typer.echo(f"user {username!r} not found", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"deleted {username}")
+
+
 @users_app.command("list")
 def users_list(database_url: DbOption = None) -> None:
     """Users with their roles and bindings (never their hashes)."""

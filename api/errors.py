@@ -13,6 +13,7 @@ from alerts.actions import IncidentNotFoundError
 from alerts.errors import IllegalTransitionError, UnknownActionError
 from alerts.roles import ForbiddenActionError, InvalidActorError
 from alerts.workflow import InvalidParamsError
+from api.access import ForbiddenError
 from api.auth import AuthError
 from api.planning import PlanningError, PublishRefusedError, VersionNotFoundError
 from geo.errors import GridFileError, GridSetError, OutsideDistrictError
@@ -45,6 +46,7 @@ STATUS = {
     UnknownActionError: (422, "unknown-action", "Unknown action"),
     VersionNotFoundError: (404, "not-found", "Not found"),
     ForbiddenActionError: (403, "forbidden", "Not allowed for this actor"),
+    ForbiddenError: (403, "forbidden", "Not allowed for this role or grid"),
     InvalidActorError: (422, "validation", "Invalid actor"),
     InvalidParamsError: (422, "validation", "Invalid action parameters"),
     PlanningError: (422, "planning", "Cannot do this with grid versions"),

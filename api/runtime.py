@@ -288,8 +288,12 @@ class Runtime:
         for p in sorted(positions, key=lambda p: p.ts):
             hit = self.index.locate(p.lon, p.lat)
             for event, code in self.presence.update(p.patroller_id, hit.l3 if hit else None, p.ts):
+                g = self.grid_by_code.get(code)
+                l2 = self.grid_by_code.get(g.parent_code) if g is not None and g.parent_code else None
+                route = {"l1": l2.parent_code if l2 is not None else None, "l2": l2.code if l2 is not None else None, "l3": code}
                 notes.append(Notification(f"gridwatch/grids/{code}/patrollers",
-                                          {"event": event, "patroller_id": p.patroller_id, "grid": code, "ts": p.ts.isoformat()}))
+                                          {"event": event, "patroller_id": p.patroller_id, "grid": code, "route": route,
+                                           "ts": p.ts.isoformat()}))
         ids = tuple(sorted({p.patroller_id for p in positions}))
         open_assigned = self.store.incidents(IncidentQuery(states=(S.DISPATCHED, S.ACKNOWLEDGED), assignees=ids, limit=10_000))
         self.arrivals.sync(open_assigned)

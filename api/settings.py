@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     mqtt_service_password: SecretStr | None = Field(
         None, description="the broker password of the `gridwatch` service user (`devices export-acl`); default: derived from the secret key")
     demo: bool = False
+    map_tiles: str = Field("OpenStreetMap",
+                           description="base tiles of the map wall: a folium tiles name or URL template; 'none': no tiles (offline)")
     timezone: str = "Asia/Shanghai"
     cooldown_seconds: float = Field(600, description="repeats of (device, type) within this join the open incident")
     auto_dispatch: bool = True

@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,11 +48,17 @@ class Subscriber:
     loop: asyncio.AbstractEventLoop
     grid: str | None
     kinds: frozenset[str]
+    allow: Callable[[str, dict[str, Any], set[str]], bool] | None = None
+    """The access filter of the subscriber's login (api.access.Scope.event_filter): (kind, payload, codes) → send?"""
     queue: asyncio.Queue[tuple[str, dict[str, Any]]] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     dropped: int = 0
 
-    def wants(self, kind: str, codes: set[str]) -> bool:
-        return (not self.kinds or kind in self.kinds) and (self.grid is None or self.grid in codes)
+    def wants(self, kind: str, codes: set[str], body: dict[str, Any] | None = None) -> bool:
+        if self.kinds and kind not in self.kinds:
+            return False
+        if self.grid is not None and self.grid not in codes:
+            return False
+        return self.allow is None or self.allow(kind, body or {}, codes)
 
     def offer(self, item: tuple[str, dict[str, Any]]) -> None:
         """Runs on the subscriber's loop: enqueue, dropping the oldest event when full."""
@@ -70,8 +76,9 @@ class EventHub:
         self._lock = threading.Lock()
         self.published = 0
 
-    def subscribe(self, grid: str | None = None, kinds: frozenset[str] = frozenset()) -> Subscriber:
-        sub = Subscriber(asyncio.get_running_loop(), grid, kinds)
+    def subscribe(self, grid: str | None = None, kinds: frozenset[str] = frozenset(),
+                  allow: Callable[[str, dict[str, Any], set[str]], bool] | None = None) -> Subscriber:
+        sub = Subscriber(asyncio.get_running_loop(), grid, kinds, allow)
         with self._lock:
             self._subs.add(sub)
         return sub
@@ -94,7 +101,7 @@ class EventHub:
         codes = chain_of(body, grid)
         sent = 0
         for sub in subs:
-            if sub.wants(kind, codes):
+            if sub.wants(kind, codes, body):
                 try:
                     sub.loop.call_soon_threadsafe(sub.offer, (kind, body))
                     sent += 1
@@ -104,11 +111,23 @@ class EventHub:
         return sent
 
 
-async def sse(sub: Subscriber, hub: EventHub, *, heartbeat: float = 15.0) -> AsyncIterator[bytes]:
-    """The text/event-stream body of one subscriber (heartbeat comments keep proxies from closing it)."""
+async def sse(sub: Subscriber, hub: EventHub, *, heartbeat: float = 15.0,
+              still_allowed: Callable[[], Awaitable[bool]] | None = None) -> AsyncIterator[bytes]:
+    """The text/event-stream body of one subscriber (heartbeat comments keep proxies from closing it).
+
+    `still_allowed` is asked again at least every `heartbeat` seconds (the login may have expired, been
+    deleted or changed role): when it says no, the stream ends with an `event: logout`.
+    """
+    loop = asyncio.get_running_loop()
+    checked = loop.time()
     try:
         yield b": gridwatch stream\nretry: 3000\n\n"
         while True:
+            if still_allowed is not None and loop.time() - checked >= heartbeat:
+                checked = loop.time()
+                if not await still_allowed():
+                    yield b"event: logout\ndata: {}\n\n"
+                    return
             try:
                 kind, body = await asyncio.wait_for(sub.queue.get(), timeout=heartbeat)
             except TimeoutError:

@@ -14,6 +14,9 @@ per measurement (ingest.broker.MosquittoBroker: no in-flight cap, 1,000,000 queu
     Runtime.start_ingest → store, vs the raw QoS 1 pass-through (same publisher → Mosquitto → a paho
     subscriber that only counts), measured in the same run; 0 lost / 0 duplicated checked.
 (c) latency: alarms paced at 1,000/s → patroller notification received by a subscriber.
+(f) pages (bench/pages.py): /map first render, a 100,000-grid district view and drill-down, and alarm publish →
+    incident on the wall, in headless Chromium (Debian `chromium` through Playwright), each against a baseline
+    measured in the same run; `--skip-pages` leaves them out (the 100k store is built once, cached in var/bench/).
 """
 
 from __future__ import annotations
@@ -97,6 +100,9 @@ class Sizes:
     latency_seconds: float
     plan_grids: int = 100_000
     readings: int = 200_000
+    pages_grids: int = 100_000
+    pages_runs: int = 7
+    pages_alarms: int = 50
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -118,6 +124,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--plan-grids", type=int, help="level-3 grids of the planner benchmarks (default 100,000)")
     p.add_argument("--skip-devices", action="store_true", help="skip the issue 5 benchmarks (decoders, readings)")
     p.add_argument("--readings", type=int, help="readings per readings run (default 200,000)")
+    p.add_argument("--skip-pages", action="store_true", help="skip the issue 6 page benchmarks (headless Chromium)")
+    p.add_argument("--pages-grids", type=int, help="level-3 grids of the big map wall benchmark (default 100,000)")
+    p.add_argument("--pages-runs", type=int, help="cold page loads per measurement (default 7)")
+    p.add_argument("--pages-alarms", type=int, help="alarms of the publish → wall measurement (default 50)")
     p.add_argument("--rounds", type=int, default=None, help="end-to-end rounds (raw + each store), default 2 (1 with --quick)")
     p.add_argument("--batch-size", type=int, default=0,
                    help="Settings.batch_size of the ingest worker (default 0 = the Settings default)")
@@ -144,6 +154,9 @@ def sizes_of(args: argparse.Namespace) -> Sizes:
         latency_seconds=args.latency_seconds or (2.0 if quick else 10.0),
         plan_grids=args.plan_grids or (5_000 if quick else 100_000),
         readings=args.readings or (4_000 if quick else 200_000),
+        pages_grids=args.pages_grids or (2_000 if quick else 100_000),
+        pages_runs=args.pages_runs or (2 if quick else 7),
+        pages_alarms=args.pages_alarms or (5 if quick else 50),
     )
 
 
@@ -396,6 +409,13 @@ def bench_latency(cluster: Any, base: Path, sizes: Sizes, stores: Sequence[str],
     return out
 
 
+def bench_pages(base: Path, sizes: Sizes) -> dict[str, Any]:
+    from bench import pages
+
+    with broker(base) as url:
+        return pages.run(base, url, n_l3=sizes.pages_grids, runs=sizes.pages_runs, alarms=sizes.pages_alarms)
+
+
 # --- report --------------------------------------------------------------------------------------
 
 
@@ -505,6 +525,10 @@ def target_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]
                      f"worst {worst[0]} {worst[1]['decode_us']} µs; " + ", ".join(f"{k} {v['decode_us']}" for k, v in dev["decoders"].items()),
                      "parsing alone (json.loads / xmlsafe): " + ", ".join(f"{k} {v['parse_us']}" for k, v in dev["decoders"].items()),
                      f"≤ {T_DECODE_US:g} µs each", _met(worst[1]["decode_us"] <= T_DECODE_US)))
+    if results.get("pages"):
+        from bench import pages
+
+        rows += pages.target_rows(results["pages"])
     return rows
 
 
@@ -673,6 +697,10 @@ def render(results: dict[str, Any]) -> str:
                   " process, ±10 % between runs): the pipeline keeps up with it, so that figure is a lower bound of"
                   " what one worker takes; the 20-per-message run shows the worker's own ceiling (the raw baseline"
                   " then moves 20× the readings per message).", ""]
+    if results.get("pages"):
+        from bench import pages
+
+        lines += pages.render_section(results["pages"])
     if results.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in results["notes"]] + [""]
     return "\n".join(lines)
@@ -746,6 +774,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 results["planning"] = bench_planning(cluster, base, sizes, stores)
             if not args.skip_devices:
                 results["devices"] = bench_devices(cluster, base, sizes, stores, args.seed, settings_kw)
+            if not args.skip_pages:
+                results["pages"] = bench_pages(base, sizes)
     finally:
         import shutil
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the services the integration tests start themselves: PostgreSQL + the PostGIS package
-# matching its major version, and Mosquitto. Uses apt-get when run as root; otherwise says what is missing.
+# matching its major version, Mosquitto, and Chromium for the browser tests. Uses apt-get when run as root; otherwise says what is missing.
 set -euo pipefail
 
 pg_major() {
@@ -19,6 +19,8 @@ elif [ ! -f "/usr/share/postgresql/$major/extension/postgis.control" ]; then
 fi
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null || missing+=(mosquitto-clients)  # the demo test pastes the printed command
+# the browser tests drive Debian's Chromium through Playwright (its bundled browsers are not downloaded)
+command -v chromium >/dev/null || missing+=(chromium)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

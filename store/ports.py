@@ -99,6 +99,7 @@ class IncidentQuery:
     grid_prefix: str | None = None  # a grid code at any level: the incident's L3 code starts with it
     grid: str | None = None  # a grid code at any level: the incident's route chain (l1, l2, l3) holds it
     assignees: tuple[str, ...] = ()  # assigned to one of these patrollers
+    patroller_scope: tuple[str, tuple[str, ...]] | None = None  # (patroller id, its geofence's L3 codes): assigned to it OR inside
     bbox: tuple[float, float, float, float] | None = None
     since: datetime | None = None
     limit: int = 500
@@ -111,6 +112,15 @@ class StoredWindow:
     id: int
     window: MaintenanceWindow
     created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRecord:
+    """An incident with its alarms and audit log, read from one snapshot: the state and the history agree."""
+
+    incident: Incident
+    alarms: list[Alarm]
+    history: list[HistoryEntry]
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +382,10 @@ class Store(Protocol):
     def history(self, incident_id: str) -> list[HistoryEntry]:
         """An incident's audit log, oldest first."""
 
+    def incident_record(self, incident_id: str) -> IncidentRecord | None:
+        """One incident with its alarms and history, all read in one snapshot (None if unknown): a
+        concurrent action shows in all three or in none."""
+
     # --- maintenance windows -------------------------------------------------------------------
     def add_maintenance_window(self, window: MaintenanceWindow, *, actor: str) -> int:
         """Store a maintenance window; return its id."""
@@ -411,6 +425,9 @@ class Store(Protocol):
 
     def users(self) -> list[UserRecord]:
         """Every user, by name."""
+
+    def delete_user(self, username: str) -> bool:
+        """Remove a user (its tokens stop working); True when it existed."""
 
     def dead_letter_counts(self) -> dict[str, dict[str, int]]:
         """Per reason: {"pending": n, "replayed": m} (replayed: accepted by a replay)."""

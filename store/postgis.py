@@ -43,7 +43,7 @@ from ingest.model import Alarm
 from store import codec
 from store.errors import ConflictError, StoreError
 from store.migrate import load_migrations, pending
-from store.ports import IncidentQuery, Position, StoredWindow
+from store.ports import IncidentQuery, IncidentRecord, Position, StoredWindow
 from store.postgis_readings import Readings
 from store.postgis_registry import PostgisRegistry, upsert_devices_in
 from store.postgis_uow import (
@@ -330,6 +330,9 @@ class PostgisStore(PostgisRegistry, PostgisVersions):
         if query.assignees:
             clauses.append("assignee = ANY(%s)")
             params.append(list(query.assignees))
+        if query.patroller_scope is not None:
+            clauses.append("(assignee = %s OR l3 = ANY(%s))")
+            params.extend((query.patroller_scope[0], list(query.patroller_scope[1])))
         if query.grid is not None:
             clauses.append("(l3 = %s OR l2 = %s OR l1 = %s)")
             params.extend((query.grid, query.grid, query.grid))
@@ -368,6 +371,18 @@ class PostgisStore(PostgisRegistry, PostgisVersions):
         """An incident's audit log, oldest first."""
         rows = self._query(f"{_HISTORY_SELECT} WHERE incident_id = %s ORDER BY at, id", (incident_id,))
         return [codec.history_from_values(r) for r in rows]
+
+    def incident_record(self, incident_id: str) -> IncidentRecord | None:
+        """One incident with its alarms and history, read in one REPEATABLE READ snapshot."""
+        with self._connection() as conn:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            row = conn.execute(f"{INCIDENT_SELECT} WHERE id = %s", (incident_id,)).fetchone()
+            if row is None:
+                return None
+            alarms = conn.execute(f"{ALARM_SELECT} WHERE incident_id = %s ORDER BY ts, id", (incident_id,)).fetchall()
+            history = conn.execute(f"{_HISTORY_SELECT} WHERE incident_id = %s ORDER BY at, id", (incident_id,)).fetchall()
+        return IncidentRecord(codec.incident_from_values(row), [codec.alarm_from_values(r) for r in alarms],
+                              [codec.history_from_values(r) for r in history])
 
     # --- maintenance windows -------------------------------------------------------------------
     def add_maintenance_window(self, window: MaintenanceWindow, *, actor: str) -> int:

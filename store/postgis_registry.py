@@ -295,6 +295,11 @@ class PostgisRegistry:
         """Every user, by name."""
         return [UserRecord(**r) for r in self._query("SELECT username, password_hash, role, grid_code, patroller_id FROM users ORDER BY username")]
 
+    def delete_user(self, username: str) -> bool:
+        """Remove a user (its tokens stop working); True when it existed."""
+        with self._connection() as conn:
+            return conn.execute("DELETE FROM users WHERE username = %s", (username,)).rowcount > 0
+
     def dead_letter_counts(self) -> dict[str, dict[str, int]]:
         """Per reason: {"pending": n, "replayed": m}."""
         rows = self._query(

@@ -36,7 +36,7 @@ from ingest.model import Alarm
 from store import codec
 from store.errors import ConflictError, StoreError
 from store.migrate import load_migrations, pending, split_statements
-from store.ports import IncidentQuery, Position, StoredWindow
+from store.ports import IncidentQuery, IncidentRecord, Position, StoredWindow
 from store.sqlite_registry import SqliteRegistry, upsert_devices_in
 from store.sqlite_uow import (
     ALARM_SELECT,
@@ -147,6 +147,20 @@ class SqliteStore(SqliteRegistry, SqliteVersions):
             if conn.in_transaction:
                 conn.rollback()
             raise
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """A read transaction on this thread's connection: its queries see one state of the database (WAL)."""
+        conn = self._conn()
+        if conn.in_transaction:
+            raise StoreError(f"store {self.url}: a unit of work is already open on this thread")
+        with _translated():
+            conn.execute("BEGIN DEFERRED")
+        try:
+            yield
+        finally:
+            if conn.in_transaction:
+                conn.rollback()  # nothing was written
 
     def _query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
         with _translated():
@@ -341,6 +355,11 @@ class SqliteStore(SqliteRegistry, SqliteVersions):
         if query.assignees:
             clauses.append(f"assignee IN ({', '.join('?' * len(query.assignees))})")
             params.extend(query.assignees)
+        if query.patroller_scope is not None:
+            pid, fence = query.patroller_scope
+            inside = f" OR l3 IN ({', '.join('?' * len(fence))})" if fence else ""
+            clauses.append(f"(assignee = ?{inside})")
+            params.extend((pid, *fence))
         if query.grid is not None:
             clauses.append("(l3 = ? OR l2 = ? OR l1 = ?)")
             params.extend((query.grid, query.grid, query.grid))
@@ -380,6 +399,14 @@ class SqliteStore(SqliteRegistry, SqliteVersions):
         """An incident's audit log, oldest first."""
         rows = self._query(f"{_HISTORY_SELECT} WHERE incident_id = ? ORDER BY at, id", (incident_id,))
         return [codec.history_from_values({**dict(r), "at": from_ts_text(r["at"])}) for r in rows]
+
+    def incident_record(self, incident_id: str) -> IncidentRecord | None:
+        """One incident with its alarms and history, read in one snapshot (a deferred read transaction)."""
+        with self._snapshot():
+            incident = self.incident(incident_id)
+            if incident is None:
+                return None
+            return IncidentRecord(incident, self.alarms_of(incident_id), self.history(incident_id))
 
     # --- maintenance windows -------------------------------------------------------------------
     def add_maintenance_window(self, window: MaintenanceWindow, *, actor: str) -> int:

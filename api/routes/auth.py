@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.security import OAuth2PasswordRequestForm
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import DUMMY_HASH, AuthError, Principal, issue_token, read_token, verify_password
-from api.deps import RuntimeDep
+from api.auth import DUMMY_HASH, Principal, issue_token, verify_password
+from api.deps import PrincipalDep, RuntimeDep
 from api.errors import UnauthorizedProblem
+from api.runtime import Runtime
 
 router = APIRouter(tags=["auth"])
 
@@ -25,40 +26,27 @@ def _verify(stored: str, password: str) -> bool:
         return verify_password(stored, password)
 
 
+async def authenticate(rt: Runtime, username: str, password: str) -> Principal | None:
+    """The principal of a username and password, None when either is wrong. argon2 runs even for an unknown
+    name, so the answer time does not tell which names exist."""
+    user = await run_in_threadpool(rt.store.user, username)
+    ok = await run_in_threadpool(_verify, user.password_hash if user is not None else DUMMY_HASH, password)
+    if user is None or not ok:
+        return None
+    return Principal(user.username, user.role, user.grid_code, user.patroller_id)
+
+
 @router.post("/token")
 async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], rt: RuntimeDep, response: Response) -> dict[str, Any]:
     """Exchange a username and password for a bearer token (`Authorization: Bearer …`)."""
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
-    user = await run_in_threadpool(rt.store.user, form.username)
-    # argon2 runs even for an unknown name, so the answer time does not tell which names exist
-    stored = user.password_hash if user is not None else DUMMY_HASH
-    ok = await run_in_threadpool(_verify, stored, form.password)
-    if user is None or not ok:
+    principal = await authenticate(rt, form.username, form.password)
+    if principal is None:
         raise UnauthorizedProblem("username or password is wrong")
-    principal = Principal(user.username, user.role, user.grid_code, user.patroller_id)
     secret = rt.settings.secret_key.get_secret_value()
     return {"access_token": issue_token(principal, secret, now=rt.now()), "token_type": "bearer",
-            "role": user.role, "grid": user.grid_code, "patroller": user.patroller_id}
-
-
-def principal_of(rt: RuntimeDep, authorization: Annotated[str | None, Header()] = None) -> Principal:
-    """The principal of the request's bearer token (401 without a valid one)."""
-    scheme, _, value = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not value:
-        raise UnauthorizedProblem("a bearer token is required (POST /api/v1/token)")
-    try:
-        principal = read_token(value.strip(), rt.settings.secret_key.get_secret_value(), now=rt.now())
-    except AuthError as exc:
-        raise UnauthorizedProblem(str(exc)) from exc
-    # the user must still exist with the same role and binding (a changed or deleted user's old tokens stop working)
-    user = rt.store.user(principal.username)
-    if user is None or (user.role, user.grid_code, user.patroller_id) != (principal.role, principal.grid, principal.patroller_id):
-        raise UnauthorizedProblem("token not valid (the user changed)")
-    return principal
-
-
-PrincipalDep = Annotated[Principal, Depends(principal_of)]
+            "role": principal.role, "grid": principal.grid, "patroller": principal.patroller_id}
 
 
 @router.get("/me")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from api.deps import RuntimeDep
+from api.deps import RuntimeDep, allow
 from api.errors import InvalidQueryProblem, NotFoundProblem
 from store.ports import StoredDeadLetter
 
-router = APIRouter(tags=["dead letters"])
+router = APIRouter(tags=["dead letters"], dependencies=[Depends(allow("admin"))])
+"""Dead letters carry raw payloads of any device and no grid yet: operators (admins) only."""
 
 
 def payload_text(payload: bytes, limit: int | None = 2000) -> str:

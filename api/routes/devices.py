@@ -7,15 +7,28 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, UploadFile
+from fastapi import APIRouter, Depends, Query, UploadFile
 from pydantic import AwareDatetime
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import RuntimeDep
+from api.access import FIELD, Scope, chain
+from api.deps import RuntimeDep, ScopeDep, allow
 from api.errors import InvalidQueryProblem, NotFoundProblem
 from api.geojson import collection, device_feature
 
-router = APIRouter(tags=["devices"])
+router = APIRouter(tags=["devices"], dependencies=[Depends(allow(*FIELD))])
+
+
+def _sees(scope: Scope, rt: Any, d: Any) -> bool:
+    """Admins: every device; a commander: those owned by its subtree; a patroller: those of its geofence."""
+    return scope.sees_grid_codes([d.grid_code], rt.grid_by_code)
+
+
+def _visible_device(scope: Scope, rt: Any, device_id: str) -> Any:
+    d = rt.devices.get(device_id)
+    if d is None or not _sees(scope, rt, d):
+        raise NotFoundProblem(f"device {device_id!r} not found")
+    return d
 
 IMPORT_SUFFIXES = (".csv", ".geojson", ".json", ".gpkg")
 
@@ -23,38 +36,44 @@ IMPORT_SUFFIXES = (".csv", ".geojson", ".json", ".gpkg")
 @router.get("/devices")
 def list_devices(
     rt: RuntimeDep,
+    scope: ScopeDep,
     kind: Annotated[str | None, Query(description="fence, thermal, camera, smoke, sensor")] = None,
     state: Annotated[Literal["online", "offline", "unknown"] | None, Query()] = None,
-    grid: Annotated[str | None, Query(description="owner level-3 grid code (or a prefix of it)")] = None,
+    grid: Annotated[str | None, Query(description="a grid code (any level): devices owned inside its subtree")] = None,
 ) -> dict[str, Any]:
-    """The device registry as a FeatureCollection, with each device's state (online / offline / unknown)."""
+    """The device registry as a FeatureCollection, with each device's state (online / offline / unknown),
+    within the caller's scope."""
     states = rt.store.device_states()
     features = []
     for d in rt.devices.values():
         f = device_feature(d, states.get(d.id))
-        if (kind is None or d.kind == kind) and (state is None or f["properties"]["state"] == state) and (grid is None or d.grid_code.startswith(grid)):
+        if not _sees(scope, rt, d):
+            continue
+        if (kind is None or d.kind == kind) and (state is None or f["properties"]["state"] == state) and (grid is None or grid in chain(d.grid_code, rt.grid_by_code)):
             features.append(f)
     return collection(features)
 
 
 @router.get("/devices/counters")
-def device_counters(rt: RuntimeDep) -> dict[str, Any]:
+def device_counters(rt: RuntimeDep, scope: ScopeDep) -> dict[str, Any]:
     """How many devices are online, offline and not heard from yet, by kind."""
     states = rt.store.device_states()
     out: dict[str, dict[str, int]] = {}
+    total = 0
     for d in rt.devices.values():
+        if not _sees(scope, rt, d):
+            continue
+        total += 1
         st = states.get(d.id)
         bucket = out.setdefault(d.kind, {"online": 0, "offline": 0, "unknown": 0})
         bucket[st.state if st is not None and st.state in bucket else "unknown"] += 1
-    return {"by_kind": out, "total": len(rt.devices)}
+    return {"by_kind": out, "total": total}
 
 
 @router.get("/devices/{device_id}")
-def get_device(device_id: str, rt: RuntimeDep) -> dict[str, Any]:
+def get_device(device_id: str, rt: RuntimeDep, scope: ScopeDep) -> dict[str, Any]:
     """One device as a Feature with its state."""
-    d = rt.devices.get(device_id)
-    if d is None:
-        raise NotFoundProblem(f"device {device_id!r} not found")
+    d = _visible_device(scope, rt, device_id)
     return device_feature(d, rt.store.device_states().get(device_id))
 
 
@@ -62,6 +81,7 @@ def get_device(device_id: str, rt: RuntimeDep) -> dict[str, Any]:
 def device_readings(
     device_id: str,
     rt: RuntimeDep,
+    scope: ScopeDep,
     from_: Annotated[AwareDatetime | None, Query(alias="from", description="start (default: `to` − 1 h)")] = None,
     to: Annotated[AwareDatetime | None, Query(description="end, exclusive (default: now)")] = None,
     bucket: Annotated[Literal["raw", "1m", "1h"], Query(description="raw samples or 1-minute / 1-hour aggregates")] = "raw",
@@ -69,8 +89,7 @@ def device_readings(
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> dict[str, Any]:
     """A device's readings in [from, to): raw samples, or count/min/max/avg per minute or hour and metric."""
-    if device_id not in rt.devices:
-        raise NotFoundProblem(f"device {device_id!r} not found")
+    _visible_device(scope, rt, device_id)
     until: datetime = to or rt.now()
     since: datetime = from_ or until - timedelta(hours=1)
     if since >= until:
@@ -83,7 +102,7 @@ def device_readings(
     return {"device_id": device_id, "from": since.isoformat(), "to": until.isoformat(), "bucket": bucket, "count": len(items), "items": items}
 
 
-@router.post("/devices/import")
+@router.post("/devices/import", dependencies=[Depends(allow("admin"))])
 async def import_devices(file: UploadFile, rt: RuntimeDep) -> dict[str, Any]:
     """Register devices from a CSV, GeoJSON or GeoPackage file (upsert by id); owner grids are assigned.
 
@@ -113,7 +132,7 @@ async def import_devices(file: UploadFile, rt: RuntimeDep) -> dict[str, Any]:
     return {"file": name, "devices": len(result.devices), "inserted": inserted, "updated": updated}
 
 
-@router.post("/devices/reload")
+@router.post("/devices/reload", dependencies=[Depends(allow("admin"))])
 def reload_devices(rt: RuntimeDep) -> dict[str, Any]:
     """Reload the registry from the store (after `gridwatch devices import` from the CLI)."""
     rt.refresh_devices()

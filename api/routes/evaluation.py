@@ -6,19 +6,26 @@ from datetime import timedelta
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import AwareDatetime
 
-from alerts.evaluation import DEFAULT_CONFIG, EvaluationConfig, evaluate, load_config, to_csv
+from alerts.evaluation import (
+    DEFAULT_CONFIG,
+    EvaluationConfig,
+    evaluate,
+    load_config,
+    to_csv,
+)
 from alerts.model import HistoryEntry, Incident
-from api.deps import RuntimeDep
+from api.access import Scope, grid_filter
+from api.deps import PrincipalDep, RuntimeDep, allow
 from api.errors import InvalidQueryProblem, NotFoundProblem
 from api.runtime import Runtime
 from geo.model import Grid
 from store.ports import IncidentQuery
 
-router = APIRouter(tags=["evaluation"])
+router = APIRouter(tags=["evaluation"], dependencies=[Depends(allow("admin", "commander", "planner"))])
 
 GRID_CODE = r"^[0-9A-Za-z_.:-]{1,64}$"
 DEFAULT_PERIOD = timedelta(days=30)
@@ -62,6 +69,7 @@ def _history(rt: Runtime, incidents: list[Incident]) -> dict[str, list[HistoryEn
 @router.get("/evaluation", response_model=None)
 def get_evaluation(
     rt: RuntimeDep,
+    principal: PrincipalDep,
     by: Annotated[Literal["grid", "patroller", "center"] | None,
                   Query(description="grid (default), patroller (default when `patroller` is given) or center")] = None,
     level: Annotated[int | None, Query(ge=1, le=3, description="grid / center level (default: the `grid`'s level, else 3)")] = None,
@@ -71,16 +79,21 @@ def get_evaluation(
     to: Annotated[AwareDatetime | None, Query(description="period end, exclusive (default: now)")] = None,
     format: Annotated[Literal["json", "csv"], Query(description="json (default) or csv")] = "json",  # noqa: A002
 ) -> Any:
-    """Counts, rates, mean times, patrol coverage, score and A–E grade per unit over [from, to)."""
+    """Counts, rates, mean times, patrol coverage, score and A–E grade per unit over [from, to).
+    A commander's evaluation covers its subtree (`grid` defaults to its grid; 403 outside it)."""
     end = to or rt.now()
     start = from_ or end - DEFAULT_PERIOD
     if start >= end:
         raise InvalidQueryProblem(f"from={start.isoformat()}: must be before to={end.isoformat()}")
     grids = rt.grid_by_code
+    if principal.role == "commander":
+        grid = grid_filter(principal, grid, grids)
     if grid is not None and grid not in grids:
         raise NotFoundProblem(f"grid {grid!r} is not in the current grid version")
-    if patroller is not None and not any(p.id == patroller for p in rt.patrollers):
-        raise NotFoundProblem(f"patroller {patroller!r} not found")
+    scope = Scope.of(principal, rt.patrollers)
+    everyone = principal.role != "commander"  # admins and planners evaluate every patroller
+    if patroller is not None and not any(p.id == patroller and (everyone or scope.sees_patroller(p, grids)) for p in rt.patrollers):
+        raise NotFoundProblem(f"patroller {patroller!r} not found")  # outside a commander's subtree: as unknown
     group = by or ("patroller" if patroller is not None else "grid")
     grid_level = grids[grid].level if grid is not None else None
     row_level = level or grid_level or 3

@@ -7,17 +7,17 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 from starlette.background import BackgroundTask
 
-from api.deps import RuntimeDep
+from api.deps import PrincipalDep, RuntimeDep, allow
 from api.errors import problem
 from api.planning import Planning, findings_geojson, version_dict
 from geo.errors import GridFileError
 
-router = APIRouter(tags=["grid versions"])
+router = APIRouter(tags=["grid versions"], dependencies=[Depends(allow("planner", "admin"))])
 SUFFIXES = (".geojson", ".json", ".gpkg", ".zip")
 _CHUNK = 1 << 20
 
@@ -31,18 +31,17 @@ class PublishRequest(BaseModel):
     """Body of POST /grid-versions/{id}/publish."""
 
     policy: Literal["keep", "move"] = Field("keep", description="open incidents keep their owner, or move to the new grid")
-    actor: str = Field("api", min_length=1, max_length=100, description="who publishes (audit log)")
 
 
 @router.post("/grid-versions", status_code=201)
 def upload_version(
     rt: RuntimeDep,
+    principal: PrincipalDep,
     file: Annotated[UploadFile, File(description="GeoJSON, GeoPackage or zipped Shapefile")],
     label: Annotated[str | None, Form(max_length=100)] = None,
     crs: Annotated[str | None, Form(description="EPSG:4326, EPSG:4490, EPSG:4547, GCJ-02 … (default: the file's)")] = None,
     level: Annotated[int | None, Form(ge=1, le=3, description="the file holds this level only")] = None,
     layer: Annotated[str | None, Form()] = None,
-    actor: Annotated[str, Form(min_length=1, max_length=100)] = "api",
 ) -> Any:
     """Import a grid file as a draft version; answer with the version and its validation summary."""
     name = Path(file.filename or "upload").name
@@ -60,7 +59,7 @@ def upload_version(
                     return problem(413, "too-large", "Upload too large", f"file {name!r} is over {limit} bytes (GRIDWATCH_MAX_UPLOAD_BYTES)")
                 out.write(chunk)
         try:
-            result = planning(rt).import_file(path, label=label, crs=crs, level=level, layer=layer, actor=actor, source=name)
+            result = planning(rt).import_file(path, label=label, crs=crs, level=level, layer=layer, actor=f"user:{principal.username}", source=name)
         except GridFileError as exc:  # name the user's file, not the server's temporary copy
             raise GridFileError(str(exc).replace(str(path), name)) from None
     v = result.version
@@ -118,19 +117,19 @@ def get_diff(
 
 
 @router.post("/grid-versions/{version_id}/publish")
-def publish_version(rt: RuntimeDep, version_id: int, body: PublishRequest | None = None) -> dict[str, Any]:
+def publish_version(rt: RuntimeDep, principal: PrincipalDep, version_id: int, body: PublishRequest | None = None) -> dict[str, Any]:
     """Make a validated draft current (errors block it: 409 with the errors)."""
     req = body or PublishRequest()
-    result = planning(rt).publish(version_id, policy=req.policy, actor=req.actor)
+    result = planning(rt).publish(version_id, policy=req.policy, actor=f"user:{principal.username}")
     rt.check_version()  # this process routes with the new version at once; the others within seconds
     return result.to_dict()
 
 
 @router.delete("/grid-versions/{version_id}", status_code=204)
-def delete_version(rt: RuntimeDep, version_id: int, actor: Annotated[str, Query(min_length=1)] = "api") -> None:
+def delete_version(rt: RuntimeDep, principal: PrincipalDep, version_id: int) -> None:
     """Delete a draft (published versions are immutable)."""
     planning(rt).version(version_id)
-    rt.store.delete_draft(version_id, actor=actor, at=rt.now())
+    rt.store.delete_draft(version_id, actor=f"user:{principal.username}", at=rt.now())
 
 
 @router.get("/grid-versions/{version_id}/export")

@@ -5,26 +5,26 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
 from alerts import workflow
 from alerts.actions import IncidentNotFoundError, perform
-from alerts.model import IncidentState
+from alerts.model import Incident, IncidentState
 from alerts.roles import SYSTEM_ACTIONS, Actor, may_act
 from alerts.views import history_dict, incident_dict
 from alerts.workflow import InvalidParamsError, allowed_actions, check_params
-from api.deps import RuntimeDep
+from api.access import FIELD, ForbiddenError, Scope, grid_filter
+from api.auth import Principal
+from api.deps import RuntimeDep, ScopeDep, allow
 from store.ports import IncidentQuery
 
 GRID_CODE = r"^[0-9A-Za-z_.:-]{1,64}$"  # design §6 codes are digits; imported grids may use others
-router = APIRouter(tags=["incidents"])
+router = APIRouter(tags=["incidents"], dependencies=[Depends(allow(*FIELD))])
 
 #: Every action of the workflow table (alerts.workflow.TRANSITIONS) is reachable through the API.
 API_ACTIONS = tuple(workflow.TRANSITIONS)
-#: The actor of a body that names none (the pre-workflow API had no actors). Goes away with auth.
-DEFAULT_ACTOR = "system:operator"
 #: How many incidents a `light=` query scans (lights are computed from the clock, not stored).
 LIGHT_SCAN_LIMIT = 100_000
 
@@ -32,18 +32,18 @@ LIGHT_SCAN_LIMIT = 100_000
 class ActionCreate(BaseModel):
     """Body of POST /incidents/{id}/actions.
 
-    Until auth lands the actor is SELF-DECLARED here and not verified: the role checks (alerts.roles)
-    run against what the caller claims. Auth (another issue) will derive it from the token instead.
+    The actor is the login's (api.auth.Principal.actor); the workflow's role checks (alerts.roles) run
+    against it.
     """
 
     action: Literal[API_ACTIONS]  # type: ignore[valid-type]
-    actor: str = Field(
-        DEFAULT_ACTOR,
+    actor: str | None = Field(
+        None,
         min_length=1,
         max_length=120,
         description=(
-            "who acts, self-declared until auth lands: 'center:<level 1-3>:<grid code>', 'patroller:<id>', "
-            "'unit:<name>' or 'system:<name>'"
+            "optional and only checked: who acts comes from the login (a commander acts as "
+            "'center:<level>:<grid>', a patroller as 'patroller:<id>'); a different actor here is refused"
         ),
     )
     note: str | None = Field(None, max_length=2000)
@@ -59,8 +59,8 @@ class ActionCreate(BaseModel):
 
     @field_validator("actor")
     @classmethod
-    def _actor(cls, value: str) -> str:
-        return str(Actor.parse(value))  # strict: InvalidActorError is a ValueError → 422 naming `actor`
+    def _actor(cls, value: str | None) -> str | None:
+        return None if value is None else str(Actor.parse(value))  # strict: InvalidActorError is a ValueError → 422 naming `actor`
 
 
 def _bbox(raw: str | None) -> tuple[float, float, float, float] | None:
@@ -83,6 +83,7 @@ def _bbox(raw: str | None) -> tuple[float, float, float, float] | None:
 @router.get("/incidents")
 def list_incidents(
     rt: RuntimeDep,
+    scope: ScopeDep,
     status: Annotated[list[IncidentState] | None, Query(description="state(s); repeat or comma-free")] = None,
     grid: Annotated[str | None, Query(pattern=GRID_CODE, description="a grid code at any level: its subtree")] = None,
     bbox: Annotated[str | None, Query(description="min_lon,min_lat,max_lon,max_lat")] = None,
@@ -90,37 +91,37 @@ def list_incidents(
     light: Annotated[Literal["green", "yellow", "red"] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> dict[str, Any]:
-    """Incidents newest first, filtered by state, grid subtree, bbox, time and light."""
+    """Incidents newest first, filtered by state, grid subtree, bbox, time and light — within the caller's
+    scope: a commander's grid subtree (its own grid when `grid` is not given; 403 for a grid outside it), a
+    patroller's own incidents and those inside its geofence."""
+    p = scope.principal
+    if p.role == "commander":
+        grid = grid_filter(p, grid, rt.grid_by_code)
+    mine = (p.patroller_id or "", tuple(sorted(scope.fence))) if p.role == "patroller" else None
     # the light depends on `now`, so it is filtered here: fetch without the limit, then cut
     fetch = limit if light is None else LIGHT_SCAN_LIMIT
-    query = IncidentQuery(states=tuple(status or ()), grid=grid, bbox=_bbox(bbox), since=since, limit=fetch)
+    query = IncidentQuery(states=tuple(status or ()), grid=grid, bbox=_bbox(bbox), since=since, limit=fetch, patroller_scope=mine)
     now = rt.now()
     items = [incident_dict(i, now) for i in rt.store.incidents(query)]
     if light is not None:
-        items = [i for i in items if i["light"] == light][:limit]
+        items = [i for i in items if i["light"] == light]
+    items = items[:limit]
     return {"count": len(items), "items": items}
 
 
 @router.get("/incidents/{incident_id}")
-def get_incident(
-    rt: RuntimeDep,
-    incident_id: str,
-    actor: Annotated[str | None, Query(max_length=120, description="only the actions this actor may take")] = None,
-) -> dict[str, Any]:
-    """One incident with its alarms, its audit history and the actions its state allows (`allowed_actions`;
-    with `actor=` only those that actor may take)."""
-    who = None
-    if actor is not None:
-        try:
-            who = Actor.parse(actor)
-        except ValueError as exc:
-            raise RequestValidationError([{"loc": ("query", "actor"), "msg": str(exc), "type": "value_error"}]) from None
-    incident = rt.store.incident(incident_id)
-    if incident is None:
+def get_incident(rt: RuntimeDep, scope: ScopeDep, incident_id: str) -> dict[str, Any]:
+    """One incident with its alarms, its audit history and the actions the caller may take in its state
+    (`allowed_actions`). A reporter's contact details are shown to admins, the owning commanders and the
+    assignee only. 404 for an incident outside the caller's scope."""
+    record = rt.store.incident_record(incident_id)  # one snapshot: the state and the history agree
+    if record is None or not scope.sees_incident(record.incident):
         raise IncidentNotFoundError(f"incident {incident_id!r} not found")
-    out = incident_dict(incident, rt.now(), personal=True)  # open to any caller until issue 6 adds login and roles
+    incident = record.incident
+    who = actor_of(rt, scope.principal)
+    out = incident_dict(incident, rt.now(), personal=scope.sees_personal(incident))
     out["allowed_actions"] = [a for a in allowed_actions(incident.state)
-                              if a not in SYSTEM_ACTIONS and (who is None or may_act(who, a, incident))]
+                              if a not in SYSTEM_ACTIONS and may_act(who, a, incident)]
     out["alarms"] = [
         {
             "device_id": a.device_id,
@@ -135,10 +136,25 @@ def get_incident(
             "received_at": a.received_at.isoformat(),
             "raw": _raw_text(a.raw),
         }
-        for a in rt.store.alarms_of(incident_id)
+        for a in record.alarms
     ]
-    out["history"] = [history_dict(h) for h in rt.store.history(incident_id)]
+    out["history"] = [history_dict(h) for h in record.history]
     return out
+
+
+def visible_incident(rt: Any, scope: Scope, incident_id: str) -> Incident:
+    """The incident when the caller's scope shows it; IncidentNotFoundError (404) otherwise, so that ids
+    outside the scope cannot be told from unknown ones."""
+    incident = rt.store.incident(incident_id)
+    if incident is None or not scope.sees_incident(incident):
+        raise IncidentNotFoundError(f"incident {incident_id!r} not found")
+    return incident
+
+
+def actor_of(rt: Any, principal: Principal) -> Actor:
+    """The workflow actor of a login; a commander's level is its grid's stored level."""
+    grid = rt.grid_by_code.get(principal.grid) if principal.grid is not None else None
+    return principal.actor(level=grid.level if grid is not None else None)
 
 
 def _raw_text(raw: bytes) -> str:
@@ -155,13 +171,20 @@ def _params_problem(exc: InvalidParamsError) -> RequestValidationError:
 
 
 @router.post("/incidents/{incident_id}/actions")
-def act(rt: RuntimeDep, incident_id: str, body: ActionCreate) -> dict[str, Any]:
-    """Apply a workflow action as the (self-declared, until auth lands) actor.
+def act(rt: RuntimeDep, scope: ScopeDep, incident_id: str, body: ActionCreate) -> dict[str, Any]:
+    """Apply a workflow action as the login's actor (a commander: the command center of its grid).
 
     422 problem+json for a bad actor or bad params (naming the field, e.g. `params.reason`), 403 when the
-    actor may not take the action on this incident, 409 when the state (or a rule such as "extensions only
+    actor may not take the action on this incident (or `actor` names someone else), 404 for an incident
+    outside the caller's scope, 409 when the state (or a rule such as "extensions only
     before the deadline") does not allow it, 404 for an unknown incident.
     """
+    if body.action in SYSTEM_ACTIONS:
+        raise ForbiddenError(f"action {body.action!r} is taken by gridwatch itself (e.g. a device came back), not over the API")
+    actor = actor_of(rt, scope.principal)
+    if body.actor is not None and body.actor != str(actor):
+        raise ForbiddenError(f"actor {body.actor!r}: you act as {actor} (your login); omit `actor`")
+    visible_incident(rt, scope, incident_id)
     try:
         params = check_params(body.action, body.params)
         if params.get("assignee") is not None and params["assignee"] not in {p.id for p in rt.patrollers}:
@@ -173,7 +196,7 @@ def act(rt: RuntimeDep, incident_id: str, body: ActionCreate) -> dict[str, Any]:
             rt.store.unit_of_work,
             incident_id,
             body.action,
-            actor=Actor.parse(body.actor),
+            actor=actor,
             now=rt.now(),
             note=body.note,
             params=body.params,

@@ -5,18 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
-from api.deps import RuntimeDep
+from api.access import PEOPLE, ForbiddenError, in_scope
+from api.deps import PrincipalDep, RuntimeDep, allow
 from api.errors import InvalidQueryProblem, NotFoundProblem
 from geo.errors import OutsideDistrictError
 
-router = APIRouter(tags=["locate"])
+router = APIRouter(tags=["locate"], dependencies=[Depends(allow(*PEOPLE))])
 
 
 @router.get("/locate")
 def locate(
     rt: RuntimeDep,
+    principal: PrincipalDep,
     lon: Annotated[float, Query(ge=-180, le=180, description="WGS84 longitude")],
     lat: Annotated[float, Query(ge=-90, le=90, description="WGS84 latitude")],
     at: Annotated[datetime | None, Query(description="answer with the grid version valid at this time (ISO 8601 with a zone)")] = None,
@@ -40,6 +42,8 @@ def locate(
     if hit is None or hit.l3 is None:
         when = f"grid version {index.version}" if at is not None else "the current version"
         raise OutsideDistrictError(f"point lon={lon}, lat={lat} is outside every grid of {when}")
+    if principal.role == "commander" and not in_scope(principal, hit.l3, grid_by_code):
+        raise ForbiddenError(f"point lon={lon}, lat={lat} is in grid {hit.l3}, outside the subtree of grid {principal.grid}")
     chain = []
     for code in (hit.l1, hit.l2, hit.l3):
         g = grid_by_code.get(code or "")
@@ -59,7 +63,7 @@ def locate(
     now = at or rt.now()
     local = now.astimezone(rt.router.tz)
     out["patrollers"] = [
-        {"id": p.id, "name": p.name, "phone": p.phone, "on_duty": p.on_duty(local)}
+        {"id": p.id, "name": p.name, "phone": p.phone if principal.role in ("admin", "commander") else None, "on_duty": p.on_duty(local)}
         for p in rt.patrollers
         if hit.l3 in p.grid_codes
     ]

@@ -2,81 +2,52 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse
 
-from alerts.model import OPEN_STATES
-from alerts.views import incident_dict
+from api.access import ForbiddenError, grid_filter
+from api.auth import Principal
 from api.deps import RuntimeDep
 from api.errors import NotFoundProblem
-from api.geojson import collection, device_properties, grid_feature
 from api.routes.incidents import GRID_CODE
-from geo.model import Grid
+from api.routes.login import page_principal
 from maps.wall import build_wall
-from store.ports import IncidentQuery
+from maps.wallmodel import fit_zoom
 
 router = APIRouter(tags=["pages"])
 
 
-def subtree(grids: list[Grid], code: str | None) -> list[Grid]:
-    """The grid `code` and everything below it, by parent_code (codes need not share prefixes); all if None."""
-    if code is None:
-        return grids
-    children: dict[str | None, list[Grid]] = {}
-    for g in grids:
-        children.setdefault(g.parent_code, []).append(g)
-    out = [g for g in grids if g.code == code]
-    frontier = [code]
-    while frontier:
-        kids = [k for c in frontier for k in children.get(c, ())]
-        out += kids
-        frontier = [k.code for k in kids]
-    return out
-
-
 @router.get("/map", response_class=HTMLResponse)
-def map_wall(rt: RuntimeDep, grid: Annotated[str | None, Query(pattern=GRID_CODE)] = None) -> HTMLResponse:
-    """The map wall: grids coloured by their worst open incident, incident markers (`?grid=` drills down)."""
-    grids = subtree(rt.store.grids(), grid)
-    if grid is not None and not grids:
+def map_wall(rt: RuntimeDep, principal: Annotated[Principal, Depends(page_principal)],
+             grid: Annotated[str | None, Query(pattern=GRID_CODE)] = None) -> HTMLResponse:
+    """The live map wall (`?grid=` drills down): the page shell; `/static/wall.js` loads the data from
+    `/api/v1/wall/*`. Admins and commanders (a commander's wall opens on its own grid and stays inside its subtree)."""
+    if principal.role not in ("admin", "commander"):
+        raise ForbiddenError(f"role {principal.role!r}: the map wall is for commanders and admins")
+    if principal.role == "commander":
+        grid = grid_filter(principal, grid, rt.grid_by_code)
+    if grid is not None and grid not in rt.grid_by_code:
         raise NotFoundProblem(f"grid {grid!r} not found in the current version")
-    shown = [g for g in grids if g.level == 3 or (grid is None and g.level == 1)]
-    incidents = rt.store.incidents(IncidentQuery(states=tuple(OPEN_STATES), grid=grid, limit=2000))
-    now = rt.now()
-    fmap = build_wall(
-        collection([grid_feature(g) for g in shown]),
-        [incident_dict(i, now) for i in incidents],
-        title=f"gridwatch map wall{f' · {grid}' if grid else ''}",
-        devices=_device_markers(rt, {g.code for g in grids} if grid is not None else None, incidents),
-    )
-    return HTMLResponse(fmap.get_root().render())
-
-
-def _device_markers(rt: Any, codes: set[str] | None, incidents: list[Any]) -> list[dict[str, Any]]:
-    """Device dicts for the wall: state from the store, alarming when an open incident is theirs."""
-    from alerts.routing import device_point
-
-    states = rt.store.device_states()
-    alarming = {i.device_id for i in incidents if getattr(i, "device_id", None)}
-    out = []
-    for d in rt.devices.values():
-        if codes is not None and d.grid_code not in codes:
-            continue
-        lon, lat = device_point(d)
-        out.append({**device_properties(d, states.get(d.id)), "lon": lon, "lat": lat, "alarming": d.id in alarming})
-    return out
+    bbox = rt.grid_by_code[grid].geometry.bounds if grid is not None else (rt.index.bounds if rt.grid_by_code else None)
+    page = build_wall(grid=grid, role=principal.role, username=principal.username, tiles=rt.settings.map_tiles,
+                      bbox=bbox, zoom=fit_zoom(bbox) if bbox is not None else 13)
+    return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/plan/{version_id}", response_class=HTMLResponse)
 def plan_page(
     rt: RuntimeDep,
+    principal: Annotated[Principal, Depends(page_principal)],
     version_id: int,
     days: Annotated[int, Query(ge=0, le=3660, description="what-if: replay the incidents of the last N days")] = 30,
 ) -> HTMLResponse:
     """The planner's diff map: old and new boundaries, changed grids, findings, what moves, the what-if."""
     from api.planning import Planning, version_dict
+
+    if principal.role not in ("admin", "planner"):
+        raise ForbiddenError(f"role {principal.role!r}: the plan map is for planners and admins")
     from maps.plan import build_plan_map
 
     planning = Planning(rt.store, clock=rt.now, timezone=rt.settings.timezone)

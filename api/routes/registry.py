@@ -5,15 +5,16 @@ from __future__ import annotations
 from datetime import date, datetime, time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
 
-from api.deps import RuntimeDep
+from api.access import FIELD, ForbiddenError, in_scope
+from api.deps import RuntimeDep, ScopeDep, allow
 from api.errors import InvalidQueryProblem, NotFoundProblem
 from geo.model import Patroller, RosterException, Shift
 from store import codec
 
-router = APIRouter(tags=["registry"])
+router = APIRouter(tags=["registry"], dependencies=[Depends(allow(*FIELD))])
 
 
 def patroller_dict(p: Patroller, local: datetime, pos: Any) -> dict[str, Any]:
@@ -34,17 +35,20 @@ def patroller_dict(p: Patroller, local: datetime, pos: Any) -> dict[str, Any]:
 @router.get("/patrollers")
 def list_patrollers(
     rt: RuntimeDep,
+    scope: ScopeDep,
     at: Annotated[AwareDatetime | None, Query(description="duty status at this time (default: now)")] = None,
     grid: Annotated[str | None, Query(description="assigned (or backup) to this level-3 grid")] = None,
     on_duty: Annotated[bool | None, Query(description="only patrollers on (or off) duty at `at`")] = None,
 ) -> dict[str, Any]:
-    """Patrollers with assignments, rosters, duty status (now or `at`) and last known position."""
+    """Patrollers with assignments, rosters, duty status (now or `at`) and last known position: a commander's
+    are those assigned inside its subtree, a patroller sees itself."""
     local = (at or rt.now()).astimezone(rt.router.tz)
     positions = rt.store.positions()
     items = [
         patroller_dict(p, local, positions.get(p.id))
         for p in rt.patrollers
-        if (grid is None or grid in p.grid_codes or grid in p.backup_grid_codes)
+        if scope.sees_patroller(p, rt.grid_by_code)
+        and (grid is None or grid in p.grid_codes or grid in p.backup_grid_codes)
         and (on_duty is None or p.on_duty(local) == on_duty)
     ]
     return {"count": len(items), "at": local.isoformat(), "items": items}
@@ -83,8 +87,21 @@ class RosterBody(BaseModel):
 
 
 @router.put("/patrollers/{patroller_id}/roster")
-def put_roster(rt: RuntimeDep, patroller_id: str, body: RosterBody) -> dict[str, Any]:
-    """Replace a patroller's weekly shifts, dated exceptions and backup grids; routing uses them at once."""
+def put_roster(rt: RuntimeDep, scope: ScopeDep, patroller_id: str, body: RosterBody) -> dict[str, Any]:
+    """Replace a patroller's weekly shifts, dated exceptions and backup grids; routing uses them at once.
+    Admins, and commanders for patrollers of their subtree (backup grids inside it too)."""
+    principal = scope.principal
+    if principal.role not in ("admin", "commander"):
+        raise ForbiddenError(f"role {principal.role!r} may not change rosters")
+    current = next((p for p in rt.patrollers if p.id == patroller_id), None)
+    if current is not None and not scope.sees_patroller(current, rt.grid_by_code):
+        raise NotFoundProblem(f"patroller {patroller_id!r} not found")
+    if current is not None and not all(in_scope(principal, c, rt.grid_by_code) for c in current.grid_codes):
+        raise ForbiddenError(f"patroller {patroller_id!r} is assigned outside the subtree of grid {principal.grid}: "
+                             "its roster is set by the commander of its own grids (or an admin)")
+    outside = [c for c in body.backup_grid_codes if not in_scope(principal, c, rt.grid_by_code)]
+    if outside:
+        raise ForbiddenError(f"backup_grid_codes: {', '.join(outside)} lie outside the subtree of grid {principal.grid}")
     unknown = [c for c in body.backup_grid_codes if c not in rt.grid_by_code or rt.grid_by_code[c].level != 3]
     if unknown:
         raise InvalidQueryProblem(f"backup_grid_codes: {', '.join(unknown)} are not level-3 grids of the current version")
@@ -100,7 +117,7 @@ def put_roster(rt: RuntimeDep, patroller_id: str, body: RosterBody) -> dict[str,
     return patroller_dict(p, rt.now().astimezone(rt.router.tz), rt.store.positions().get(p.id))
 
 
-@router.get("/notifications/counters")
+@router.get("/notifications/counters", dependencies=[Depends(allow("admin"))])
 def notification_counters(rt: RuntimeDep) -> dict[str, int]:
     """Outbox delivery counters."""
     return rt.store.notification_counters()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -21,13 +21,24 @@ from starlette.datastructures import FormData, UploadFile
 
 from alerts.actions import IncidentNotFoundError
 from alerts.intake import new_incident_id
-from alerts.model import HistoryEntry, Incident, Notification
-from alerts.reports import REPORT_TYPES, CitizenReport, PatrollerReport, Report, ReportError, ReportOutsideDistrictError, open_report
+from alerts.model import OPEN_STATES, HistoryEntry, Incident, Notification
+from alerts.reports import (
+    REPORT_TYPES,
+    CitizenReport,
+    PatrollerReport,
+    Report,
+    ReportError,
+    ReportOutsideDistrictError,
+    open_report,
+)
 from alerts.views import incident_dict
 from api import photos as photo_store
-from api.deps import RuntimeDep
+from api.access import FIELD, ForbiddenError, Scope
+from api.auth import Principal
+from api.deps import RuntimeDep, ScopeDep, allow
 from api.errors import problem
 from api.photos import Photo, PhotoError, PhotoSettings, check_photos, photo_settings
+from api.routes.incidents import visible_incident
 from api.runtime import Runtime
 
 router = APIRouter(tags=["reports"])
@@ -43,7 +54,8 @@ class ReportCreate(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    patroller_id: str = Field(min_length=1, max_length=100)
+    patroller_id: str | None = Field(None, min_length=1, max_length=100,
+                                     description="the reporting patroller (a patroller's login: itself; admins name one)")
     lon: float = Field(ge=-180, le=180, description="WGS84 longitude")
     lat: float = Field(ge=-90, le=90, description="WGS84 latitude")
     type: str = Field(min_length=1, max_length=100, description="an incident type of GET /open311/services.json")
@@ -190,10 +202,15 @@ def report_view(incident: Incident, rt: Runtime) -> dict[str, Any]:
 
 
 # --- routes ----------------------------------------------------------------------------------------
+def _field_scope(scope: ScopeDep, principal: Annotated[Principal, Depends(allow(*FIELD))]) -> Scope:
+    return scope
+
+
 @router.post("/reports", status_code=201, openapi_extra=_body_schema(ReportCreate, "photos"),
              responses={413: {"description": "a photo (or the body) is too large"}, 415: {"description": "a photo is not JPEG/PNG/WebP"}})
-async def create_report(rt: RuntimeDep, request: Request) -> Response:
-    """A patroller's one-tap report at a position: JSON, or multipart/form-data with up to 5 `photos` files."""
+async def create_report(rt: RuntimeDep, request: Request, principal: Annotated[Principal, Depends(allow("patroller", "admin"))]) -> Response:
+    """A patroller's one-tap report at a position: JSON, or multipart/form-data with up to 5 `photos` files.
+    A patroller reports as itself (`patroller_id` may be omitted); an admin names the patroller."""
     settings = photo_settings(rt.settings)
     try:
         fields, files = await _read(request, settings, "photos")
@@ -201,10 +218,11 @@ async def create_report(rt: RuntimeDep, request: Request) -> Response:
             body = ReportCreate.model_validate(fields)
         except ValidationError as exc:
             raise _validation_error(exc) from None
+        reporter = _reporter(principal, body.patroller_id)
         photos = check_photos(files, settings)
 
         def report_of(refs: list[dict[str, Any]]) -> PatrollerReport:
-            return PatrollerReport(body.patroller_id, body.lon, body.lat, body.type, body.note, refs, body.self_handled)
+            return PatrollerReport(reporter, body.lon, body.lat, body.type, body.note, refs, body.self_handled)
 
         incident = await run_in_threadpool(_store, rt, report_of, photos, settings)
     except (PhotoError, ReportError) as exc:
@@ -212,7 +230,18 @@ async def create_report(rt: RuntimeDep, request: Request) -> Response:
     return JSONResponse(report_view(incident, rt), status_code=201, headers={"Location": f"/api/v1/incidents/{incident.id}"})
 
 
-@router.get("/open311/services.json", tags=["open311"])
+def _reporter(principal: Principal, named: str | None) -> str:
+    """The patroller a report is by: a patroller's login is itself; an admin must name one."""
+    if principal.role == "patroller":
+        if named is not None and named != principal.patroller_id:
+            raise ForbiddenError(f"patroller_id {named!r}: you are patroller {principal.patroller_id}; omit patroller_id")
+        return principal.patroller_id or ""
+    if named is None:
+        raise RequestValidationError([{"loc": ("body", "patroller_id"), "msg": "Field required (the reporting patroller)", "type": "missing"}])
+    return named
+
+
+@router.get("/open311/services.json", tags=["open311"], dependencies=[Depends(allow("admin", "commander", "patroller", "device"))])
 def open311_services() -> list[dict[str, Any]]:
     """Open311 GeoReport v2 service list: the incident types people can report."""
     return [
@@ -222,11 +251,13 @@ def open311_services() -> list[dict[str, Any]]:
     ]
 
 
-@router.post("/open311/requests.json", status_code=201, tags=["open311"], openapi_extra=_body_schema(Open311Request, "media"))
+@router.post("/open311/requests.json", status_code=201, tags=["open311"], openapi_extra=_body_schema(Open311Request, "media"),
+             dependencies=[Depends(allow("admin", "commander", "device"))])
 async def open311_request(rt: RuntimeDep, request: Request) -> Response:
     """Open311 GeoReport v2 service request (form fields; `lat`/`long` required; optional `media` photo files).
 
     The citizen's report opens an incident in `verifying`: the nearest on-duty patroller is asked to confirm it.
+    Sent by the hotline or citizen-app integration (a `device` login), an admin or a commander.
     """
     settings = photo_settings(rt.settings)
     try:
@@ -262,13 +293,12 @@ async def open311_request(rt: RuntimeDep, request: Request) -> Response:
             responses={200: {"content": {"image/jpeg": {}, "image/png": {}, "image/webp": {}}}})
 def get_photo(
     rt: RuntimeDep,
+    scope: Annotated[Scope, Depends(_field_scope)],
     incident_id: str,
     sha256: Annotated[str, PathParam(pattern=photo_store.SHA256_PATTERN, description="the photo's SHA-256 (hex, lower case)")],
 ) -> FileResponse:
-    """One photo of an incident, byte for byte as uploaded."""
-    incident = rt.store.incident(incident_id)
-    if incident is None:
-        raise IncidentNotFoundError(f"incident {incident_id!r} not found")
+    """One photo of an incident, byte for byte as uploaded (404 outside the caller's scope)."""
+    incident = visible_incident(rt, scope, incident_id)
     if not any(isinstance(p, dict) and p.get("sha256") == sha256 for p in incident.details.get("photos", [])):
         raise IncidentNotFoundError(f"incident {incident_id!r} has no photo {sha256}")
     found = photo_store.find_photo(Path(photo_settings(rt.settings).data_dir), incident.id, sha256)
@@ -281,12 +311,17 @@ def get_photo(
 
 
 @router.post("/incidents/{incident_id}/photos", status_code=201)
-async def upload_photos(rt: RuntimeDep, incident_id: str, request: Request) -> Response:
-    """Attach photos to an incident (multipart `photos`), e.g. before `resolve` with `params.photos` = their hashes."""
+async def upload_photos(rt: RuntimeDep, scope: Annotated[Scope, Depends(_field_scope)], incident_id: str, request: Request) -> Response:
+    """Attach photos to an incident (multipart `photos`), e.g. before `resolve` with `params.photos` = their hashes.
+    A patroller adds photos to its own incidents only; nobody to a closed one (409)."""
     settings = photo_settings(rt.settings)
-    incident = rt.store.incident(incident_id)
-    if incident is None:
-        raise IncidentNotFoundError(f"incident {incident_id!r} not found")
+    incident = visible_incident(rt, scope, incident_id)
+    p = scope.principal
+    if p.role == "patroller" and incident.assignee != p.patroller_id:
+        raise ForbiddenError(f"incident {incident_id}: patroller {p.patroller_id} adds photos to its own incidents only")
+    if incident.state not in OPEN_STATES:
+        return problem(409, "closed", "Incident is closed", f"incident {incident_id} is {incident.state.value}: no more photos",
+                       instance=str(request.url.path))
     try:
         fields, files = await _read(request, settings, "photos")
         photos = check_photos(files, settings)

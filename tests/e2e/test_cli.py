@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -118,7 +118,13 @@ def test_serve_and_two_ingest_workers_share_the_load(pg_url: str, mosquitto: Mos
         time.sleep(1.0)  # both shared subscriptions in place
         _publish_alarms(mosquitto, device.id, p.x, p.y, 200, group)
         _poll(lambda: store.count_alarms() == 200, 60, "200 alarms stored")
-        items = _poll(lambda: httpx.get(f"{base}/api/v1/incidents").json()["items"], 30, "the incident via serve")
+        from api.auth import hash_password
+        from store.ports import UserRecord
+
+        store.save_user(UserRecord("ops", hash_password("ops-password-1"), "admin"), at=datetime.now(UTC))
+        token = httpx.post(f"{base}/api/v1/token", data={"username": "ops", "password": "ops-password-1"}).json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        items = _poll(lambda: httpx.get(f"{base}/api/v1/incidents", headers=auth).json()["items"], 30, "the incident via serve")
         assert all(i["grid"] == grid.code for i in items)
         assert sum(i["alarm_count"] for i in items) == 200
         served = httpx.get(f"{base}/healthz").json()["ingest"]["alarms_stored"]

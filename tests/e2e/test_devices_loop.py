@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -17,11 +16,11 @@ from shapely.geometry import Point
 from api.app import create_app
 from api.cli import seed_store
 from api.runtime import Runtime
-from api.settings import Settings
 from geo.model import Device
 from ingest.broker import MosquittoBroker
 from store.ports import IncidentQuery, Store
 from tests.e2e.test_mqtt_loop import publish, wait_for
+from tests.integration.apphelpers import ingesting, token_headers
 
 pytestmark = pytest.mark.e2e
 INTERVAL_S = 8.0  # the check allows 10 %: 0.8 s for a sweep every 0.1 s
@@ -30,16 +29,8 @@ INTERVAL_S = 8.0  # the check allows 10 %: 0.8 s for a sweep every 0.1 s
 @pytest.fixture
 def running(postgis_store: Store, mosquitto: MosquittoBroker) -> Iterator[Runtime]:
     seed_store(postgis_store)
-    settings = Settings(_env_file=None, database_url="postgresql://unused", mqtt_url=mosquitto.url,
-                        mqtt_client_id=f"gw-dev-{uuid.uuid4().hex[:8]}", secret_key="test-secret", batch_wait_ms=2,
-                        health_sweep_seconds=0.1)
-    rt = Runtime(settings, postgis_store)
-    rt.start_ingest()
-    assert rt.worker.wait_connected(10)
-    try:
+    with ingesting(postgis_store, mosquitto.url, "gw-dev", batch_wait_ms=2, health_sweep_seconds=0.1) as rt:
         yield rt
-    finally:
-        rt.stop_ingest()
 
 
 def place(rt: Runtime, n: int) -> tuple[Point, str]:
@@ -87,7 +78,7 @@ def test_an_unknown_camera_is_dead_lettered_and_replayed_over_http_once_register
     assert letter.dead_letter.topic == "frigate/events" and "frigate:back_gate" in letter.dead_letter.detail
     point, code = place(rt, 7)
     csv = f"id,kind,name,format,camera,lon,lat\ncam-back,camera,Back gate,frigate,back_gate,{point.x},{point.y}\n"
-    with TestClient(create_app(rt.settings, rt)) as client:
+    with TestClient(create_app(rt.settings, rt), headers=token_headers(rt)) as client:
         r = client.post("/api/v1/devices/import", files={"file": ("devices.csv", csv.encode(), "text/csv")})
         assert r.status_code == 200, r.text
         replay = client.post("/api/v1/dead-letters/replay", json={"reason": "unknown_device"})

@@ -18,9 +18,9 @@ from shapely.geometry import Point
 from api.app import create_app
 from api.cli import seed_store
 from api.runtime import Runtime
-from api.settings import Settings
 from ingest.broker import MosquittoBroker
 from store.ports import IncidentQuery, Store
+from tests.integration.apphelpers import ingesting, token_headers
 
 pytestmark = pytest.mark.e2e
 CST = timezone(timedelta(hours=8))
@@ -83,21 +83,8 @@ def alarm_payload(msg_id: str, lon: float, lat: float, type_: str = "fence.intru
 def running(postgis_store: Store, mosquitto: MosquittoBroker) -> Iterator[Runtime]:
     """A runtime over a seeded PostGIS store, ingesting from the test Mosquitto."""
     seed_store(postgis_store)
-    settings = Settings(
-        _env_file=None,
-        database_url="postgresql://unused",
-        mqtt_url=mosquitto.url,
-        mqtt_client_id=f"gw-e2e-{uuid.uuid4().hex[:8]}",
-        secret_key="test-secret",
-        batch_wait_ms=2,
-    )
-    rt = Runtime(settings, postgis_store)
-    rt.start_ingest()
-    assert rt.worker.wait_connected(10)
-    try:
+    with ingesting(postgis_store, mosquitto.url, "gw-e2e", batch_wait_ms=2) as rt:
         yield rt
-    finally:
-        rt.stop_ingest()
 
 
 def fence_in_grid(rt: Runtime) -> tuple[str, float, float, str]:
@@ -116,7 +103,7 @@ def test_alarm_becomes_a_routed_dispatched_incident_visible_in_api_map_and_phone
     phone_listener = Listener(mosquitto.port, "gridwatch/patrollers/+/alerts")
     try:
         publish(mosquitto, f"gridwatch/devices/{device}/alarm", alarm_payload("e2e-1", lon, lat))
-        client = TestClient(create_app(rt.settings, rt))
+        client = TestClient(create_app(rt.settings, rt), headers=token_headers(rt))
         items = wait_for(lambda: client.get("/api/v1/incidents").json()["items"], what="the incident in the API")
         (inc,) = items
         assert inc["grid"] == expected and inc["route"]["l3"] == expected
@@ -125,8 +112,8 @@ def test_alarm_becomes_a_routed_dispatched_incident_visible_in_api_map_and_phone
         detail = client.get(f"/api/v1/incidents/{inc['id']}").json()
         assert [a["msg_id"] for a in detail["alarms"]] == ["e2e-1"]
         assert [h["action"] for h in detail["history"]] == ["report", "register", "dispatch"]
-        page = client.get(f"/map?grid={expected[:12]}").text
-        assert inc["id"] in page
+        assert client.get(f"/map?grid={expected[:12]}").status_code == 200
+        assert inc["id"] in client.get("/api/v1/wall/summary", params={"grid": expected[:12]}).text
         events = wait_for(lambda: list(grid_listener.messages), what="the grid topic event")
         assert events[0][1]["id"] == inc["id"] and events[0][1]["event"] == "created"
         if inc["assignee"]:
@@ -196,6 +183,7 @@ def test_the_live_stream_carries_incident_events(running: Runtime, mosquitto: Mo
 
     import httpx
 
+    from api.access import chain
     from api.cli import _serve_http
 
     rt = running
@@ -206,10 +194,11 @@ def test_the_live_stream_carries_incident_events(running: Runtime, mosquitto: Mo
     device, lon, lat, grid = fence_in_grid(rt)
     received: list[str] = []
     connected = threading.Event()
+    street = token_headers(rt, "commander", grid=chain(grid, rt.grid_by_code)[-1])  # the level-1 grid above it
 
     def listen() -> None:
-        with httpx.stream("GET", f"http://127.0.0.1:{port}/api/v1/stream", params={"grid": grid[:9], "kinds": "incident"},
-                          timeout=30) as resp:
+        with httpx.stream("GET", f"http://127.0.0.1:{port}/api/v1/stream", params={"kinds": "incident"},
+                          headers=street, timeout=30) as resp:  # a street commander: its own subtree by default
             assert resp.headers["content-type"].startswith("text/event-stream")
             for line in resp.iter_lines():
                 connected.set()

@@ -17,12 +17,12 @@ import pytest
 from shapely.geometry import Point
 
 from api.runtime import Runtime
-from api.settings import Settings
 from geo.district import build_sample_district
 from geo.model import Device, District, Grid, Patroller, Shift
 from ingest.broker import MosquittoBroker
 from store.ports import IncidentQuery, Store
 from tests.e2e.test_mqtt_loop import Listener, wait_for
+from tests.integration.apphelpers import ingesting
 
 pytestmark = pytest.mark.e2e
 CST = timezone(timedelta(hours=8))
@@ -61,15 +61,8 @@ def district() -> District:
 @pytest.fixture
 def running(postgis_store: Store, mosquitto: MosquittoBroker, district: District) -> Iterator[Runtime]:
     postgis_store.load_district(district, "storm-test")
-    settings = Settings(_env_file=None, database_url="postgresql://unused", mqtt_url=mosquitto.url,
-                        mqtt_client_id=f"gw-storm-{uuid.uuid4().hex[:8]}", secret_key="test-secret", batch_wait_ms=5)
-    rt = Runtime(settings, postgis_store)
-    rt.start_ingest()
-    assert rt.worker.wait_connected(10)
-    try:
+    with ingesting(postgis_store, mosquitto.url, "gw-storm", batch_wait_ms=5) as rt:
         yield rt
-    finally:
-        rt.stop_ingest()
 
 
 def publisher(broker: MosquittoBroker) -> mqtt.Client:

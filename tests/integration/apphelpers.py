@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
@@ -59,12 +58,64 @@ def make_runtime(store: Store, clock: Clock, **settings: Any) -> Runtime:
     return Runtime(Settings(_env_file=None, database_url=store.url, demo=True, **settings), store, clock=clock)
 
 
+TEST_HASH = "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHRzb21lc2FsdA$not-a-password-login-is-by-token-only"
+"""The stored hash of test users: their tests get tokens from `token_headers` and never log in by password."""
+
+
+def token_headers(rt: Runtime, role: str = "admin", *, grid: str | None = None, patroller: str | None = None,
+                  username: str | None = None) -> dict[str, str]:
+    """An `Authorization` header for a user of `role` (created in the runtime's store when missing)."""
+    from api.auth import Principal, issue_token
+    from store.ports import UserRecord
+
+    name = username or f"test-{role}" + (f"-{grid}" if grid else "") + (f"-{patroller}" if patroller else "")
+    if rt.store.user(name) is None:
+        rt.store.save_user(UserRecord(name, TEST_HASH, role, grid, patroller), at=rt.now())
+    token = issue_token(Principal(name, role, grid, patroller), rt.settings.secret_key.get_secret_value(), now=rt.now())
+    return {"Authorization": f"Bearer {token}"}
+
+
+def actor_headers(rt: Runtime, actor: str) -> dict[str, str]:
+    """The headers of a login acting as a workflow actor text: 'center:<level>:<grid>' → a commander of that
+    grid, 'patroller:<id>' → that patroller, 'system:…' → an admin."""
+    kind, _, rest = actor.partition(":")
+    if kind == "center":
+        return token_headers(rt, "commander", grid=rest.partition(":")[2])
+    if kind == "patroller":
+        return token_headers(rt, "patroller", patroller=rest)
+    if kind == "system":  # an admin named after the system actor: it acts as 'system:admin-<name>'
+        return token_headers(rt, "admin", username=rest)
+    raise ValueError(f"no login acts as {actor!r}")
+
+
 @contextmanager
-def client_for(rt: Runtime, *, raise_server_exceptions: bool = True) -> Iterator[TestClient]:
-    """A TestClient over `create_app(settings, rt)`, with the lifespan run."""
+def client_for(rt: Runtime, *, raise_server_exceptions: bool = True, role: str | None = "admin",
+               **binding: str) -> Iterator[TestClient]:
+    """A TestClient over `create_app(settings, rt)`, with the lifespan run, logged in as a user of `role`
+    (bound to `grid=` / `patroller=`; `role=None`: no login)."""
     app = create_app(rt.settings, rt)
     with TestClient(app, raise_server_exceptions=raise_server_exceptions) as client:
+        if role is not None:
+            client.headers.update(token_headers(rt, role, **binding))
         yield client
+
+
+@contextmanager
+def ingesting(store: Store, mqtt_url: str, name: str, **settings: Any) -> Iterator[Runtime]:
+    """A runtime over `store` with its MQTT ingest worker running against `mqtt_url` (a client id of its own,
+    starting with `name`), stopped on exit."""
+    import uuid
+
+    config = Settings(_env_file=None, database_url="postgresql://unused", mqtt_url=mqtt_url,
+                      mqtt_client_id=f"{name}-{uuid.uuid4().hex[:8]}",
+                      secret_key="test-secret-long-enough-for-hs256-0123456789", **settings)
+    rt = Runtime(config, store)
+    rt.start_ingest()
+    assert rt.worker is not None and rt.worker.wait_connected(10), f"the ingest worker did not connect to {mqtt_url}"
+    try:
+        yield rt
+    finally:
+        rt.stop_ingest()
 
 
 def message(topic: str, payload: bytes, at: datetime = T0) -> Message:
@@ -123,40 +174,22 @@ def problem(resp: httpx.Response, status: int) -> dict[str, Any]:
 
 
 
-# --- reading a rendered folium map wall ---------------------------------------------------------
-_GEOJSON_DATA = re.compile(r"geo_json_\w+_add\((\{.*\})\);")
-_CIRCLE_MARKER = re.compile(r"L\.circleMarker\(\s*\[([^\]]+)\],\s*(\{.*?\})\s*\)", re.DOTALL)
-
-
-def wall_grids(html: str) -> dict[str, dict[str, Any]]:
-    """The grid features embedded in a map wall page, by code: their properties (fill, open_incidents, …)."""
-    found = _GEOJSON_DATA.findall(html)
-    assert len(found) == 1, f"expected one grids GeoJSON layer, found {len(found)}"
-    features = json.loads(found[0])["features"]
+# --- reading the map wall's data (/api/v1/wall/*) ---------------------------------------------------
+def wall_grids(client: TestClient, **params: str | int) -> dict[str, dict[str, Any]]:
+    """The grid features the wall shows for `params` (parent=, zoom=), by code: their properties (fill, open, light, …)."""
+    resp = client.get("/api/v1/wall/grids", params=params)
+    assert resp.status_code == 200, resp.text
+    features = resp.json()["features"]
     by_code = {f["properties"]["code"]: f["properties"] for f in features}
     assert len(by_code) == len(features), "grid codes repeat in the map wall"
     return by_code
 
 
-def wall_markers(html: str) -> list[tuple[float, float, str]]:
-    """The incident markers of a map wall page: (lat, lon, colour) (device markers, radius 4, left out)."""
-    return [m for m in _markers(html, devices=False)]
-
-
-def device_markers(html: str) -> list[tuple[float, float, str]]:
-    """The device markers of a map wall page: (lat, lon, colour by state)."""
-    return [m for m in _markers(html, devices=True)]
-
-
-def _markers(html: str, *, devices: bool) -> list[tuple[float, float, str]]:
-    out = []
-    for latlon, options in _CIRCLE_MARKER.findall(html):
-        opts = json.loads(options)
-        if (opts.get("radius") == 4) != devices:
-            continue
-        lat, lon = (float(v) for v in latlon.split(","))
-        out.append((lat, lon, opts["color"]))
-    return out
+def wall_markers(client: TestClient, **params: str) -> list[tuple[float, float, str | None]]:
+    """The incident markers of the wall's side panel (`grid=`): (lat, lon, light), in list order."""
+    resp = client.get("/api/v1/wall/summary", params=params)
+    assert resp.status_code == 200, resp.text
+    return [(i["lat"], i["lon"], i["light"]) for i in resp.json()["items"]]
 
 
 # --- incidents of the sample district -------------------------------------------------------------

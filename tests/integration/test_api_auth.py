@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -36,6 +36,7 @@ def test_a_user_logs_in_and_the_token_says_who_they_are(rt: Runtime, client: Tes
 
 
 def test_wrong_passwords_unknown_users_and_missing_tokens_are_401(rt: Runtime, client: TestClient, clock: Clock) -> None:
+    client.headers.pop("Authorization")  # the fixture's client is logged in as an admin
     rt.store.save_user(UserRecord("admin", hash_password("admin-secret"), "admin"), at=clock.now)
     for name, pw in (("admin", "wrong-secret"), ("nobody", "admin-secret")):
         r = login(client, name, pw)
@@ -79,6 +80,8 @@ def test_users_cli_adds_checks_and_lists(tmp_path: object) -> None:
 def test_tokens_of_changed_or_deleted_users_stop_working_and_401s_challenge(rt: Runtime, client: TestClient, clock: Clock) -> None:
     import jwt
 
+    client.headers.pop("Authorization")  # the fixture's client is logged in as an admin
+
     grid = rt.store.grids(level=2)[0].code
     rt.store.save_user(UserRecord("cmd", hash_password("cmd-secret-1"), "commander", grid), at=clock.now)
     r = login(client, "cmd", "cmd-secret-1")
@@ -103,3 +106,32 @@ def test_the_demo_does_not_reset_an_existing_password(rt: Runtime, client: TestC
     ensure_demo_users(rt.store, "demo-password")
     assert login(client, "admin", "the-real-admin-pw").status_code == 200  # type: ignore[attr-defined]
     assert login(client, "admin", "demo-password").status_code == 401  # type: ignore[attr-defined]
+
+
+def test_device_tokens_are_long_lived_bound_and_revocable(rt: Runtime, client: TestClient, clock: Clock, tmp_path: object) -> None:
+    """A phone app's token from `gridwatch users token`: valid for days, pushes its own patroller's positions
+    only, and dead once the user is deleted."""
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    url = rt.store.url
+    runner = CliRunner()
+    pid = rt.patrollers[0].id
+    added = runner.invoke(app, ["users", "add", "phone-7", "--role", "device", "--patroller", pid, "--password", "phone-password",
+                                "--database-url", url])
+    assert added.exit_code == 0, added.output
+    refused = runner.invoke(app, ["users", "token", "nobody", "--database-url", url])
+    assert refused.exit_code == 2 and "role device" in refused.output
+    made = runner.invoke(app, ["users", "token", "phone-7", "--days", "30", "--database-url", url],
+                         env={"GRIDWATCH_SECRET_KEY": rt.settings.secret_key.get_secret_value()})
+    assert made.exit_code == 0, made.output
+    token = made.output.strip()
+    client.headers.pop("Authorization")
+    clock.advance(days=20)  # long past a login's 12 h
+    here = {"lat": 27.62, "lon": 113.85, "access_token": token}
+    assert client.get("/ingest/osmand", params={"id": pid, **here}).status_code == 200
+    assert client.get("/ingest/osmand", params={"id": "someone-else", **here}).status_code == 403
+    assert runner.invoke(app, ["users", "delete", "phone-7", "--database-url", url]).exit_code == 0
+    assert client.get("/ingest/osmand", params={"id": pid, **here}).status_code == 401
+    assert runner.invoke(app, ["users", "delete", "phone-7", "--database-url", url]).exit_code == 1

@@ -19,7 +19,13 @@ from alerts.evaluation import DEFAULT_CONFIG
 from api.app import create_app
 from api.photos import PhotoSettings
 from api.runtime import Runtime
-from tests.integration.apphelpers import T0, Clock, location_message, problem
+from tests.integration.apphelpers import (
+    T0,
+    Clock,
+    location_message,
+    problem,
+    token_headers,
+)
 
 pytestmark = pytest.mark.integration
 M_PER_DEG = 111_195.0
@@ -34,6 +40,7 @@ def client(rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
         if path not in paths:
             app.include_router(module.router, prefix="/api/v1")  # until api/app.py includes it
     with TestClient(app) as c:
+        c.headers.update(token_headers(rt))  # an admin
         yield c
 
 

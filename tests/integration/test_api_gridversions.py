@@ -17,7 +17,14 @@ from geo.edit import sample_redraw
 from geo.gridfile import write_grid_file
 from geo.model import Grid
 from store.ports import IncidentQuery, Store
-from tests.integration.apphelpers import Clock, alarm_message, make_runtime, problem, sample_district
+from tests.integration.apphelpers import (
+    Clock,
+    alarm_message,
+    make_runtime,
+    problem,
+    sample_district,
+    token_headers,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -28,9 +35,9 @@ def redraw_file(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     return write_grid_file(grids, tmp_path / "redraw.geojson"), change
 
 
-def upload(client: TestClient, path: Path, **form: str) -> Any:
+def upload(client: TestClient, path: Path, headers: dict[str, str] | None = None, **form: str) -> Any:
     with path.open("rb") as f:
-        return client.post("/api/v1/grid-versions", files={"file": (path.name, f)}, data=form)
+        return client.post("/api/v1/grid-versions", files={"file": (path.name, f)}, data=form, headers=headers)
 
 
 def inside(rt: Runtime, code: str, version: int | None = None) -> tuple[float, float]:
@@ -52,7 +59,8 @@ def test_upload_validate_diff_publish_and_locate_as_of(
     (before,) = rt.store.incidents(IncidentQuery(grid_prefix=absorbed))
     assert before.route.grid_version == old_version
 
-    resp = upload(client, path, label="merge-and-split", actor="planner-li")
+    planner = token_headers(rt, "planner", username="planner-li")  # the audit log names the login
+    resp = upload(client, path, planner, label="merge-and-split")
     assert resp.status_code == 201, resp.text
     body = resp.json()
     vid = body["version"]["id"]
@@ -82,7 +90,7 @@ def test_upload_validate_diff_publish_and_locate_as_of(
     lon, lat = inside(rt, new_code, version=vid)
     assert client.get(f"/api/v1/locate?lon={lon}&lat={lat}").json()["grids"][2]["code"] == split
     publish_at = clock.advance(minutes=5)
-    resp = client.post(f"/api/v1/grid-versions/{vid}/publish", json={"policy": "move", "actor": "planner-li"})
+    resp = client.post(f"/api/v1/grid-versions/{vid}/publish", json={"policy": "move"}, headers=planner)
     assert resp.status_code == 200, resp.text
     result = resp.json()
     assert result["previous"] == old_version and result["version"]["is_current"]
@@ -102,7 +110,7 @@ def test_upload_validate_diff_publish_and_locate_as_of(
     assert [h.action for h in rt.store.history(before.id)][-1] == "regrid"
     assert {d.id: d.grid_code for d in rt.store.devices()}[device.id] == kept
     audit = client.get(f"/api/v1/grid-versions/{vid}").json()["audit"]
-    assert [a["action"] for a in audit] == ["import", "publish"] and audit[1]["actor"] == "planner-li"
+    assert [a["action"] for a in audit] == ["import", "publish"] and audit[1]["actor"] == "user:planner-li"
     assert audit[1]["detail"]["policy"] == "move"
     problem(client.post(f"/api/v1/grid-versions/{vid}/publish", json={}), 409)
     problem(client.delete(f"/api/v1/grid-versions/{vid}"), 409)

@@ -15,7 +15,7 @@ from api.app import create_app
 from api.photos import PhotoSettings
 from api.runtime import Runtime
 from store.ports import IncidentQuery
-from tests.integration.apphelpers import Clock, problem
+from tests.integration.apphelpers import Clock, actor_headers, problem, token_headers
 
 pytestmark = pytest.mark.integration
 MAX_PHOTO = 64 * 1024
@@ -47,6 +47,7 @@ def client(rt: Runtime, data_dir: Path) -> Iterator[TestClient]:
     if not any(getattr(r, "path", "") == "/api/v1/reports" for r in app.routes):
         app.include_router(reports_routes.router, prefix="/api/v1")  # until api/app.py includes it
     with TestClient(app) as c:
+        c.headers.update(token_headers(rt))  # an admin
         yield c
 
 
@@ -206,14 +207,14 @@ def test_resolve_photos_are_uploaded_then_referenced_by_hash_and_never_by_path(
     (data_dir / "secret.txt").parent.mkdir(parents=True, exist_ok=True)
     (data_dir / "secret.txt").write_text("the database")
     actor = f"patroller:{pid}"
-    assert client.post(f"/api/v1/incidents/{iid}/actions", json={"action": "acknowledge", "actor": actor}).status_code == 200
-    evil = {"action": "resolve", "actor": actor, "params": {"photos": [{"sha256": "a" * 64, "path": "secret.txt",
+    assert client.post(f"/api/v1/incidents/{iid}/actions", json={"action": "acknowledge"}, headers=actor_headers(rt, actor)).status_code == 200
+    evil = {"action": "resolve", "params": {"photos": [{"sha256": "a" * 64, "path": "secret.txt",
                                                                         "content_type": "text/html"}]}}
     assert problem(client.post(f"/api/v1/incidents/{iid}/actions", json=evil), 422)["errors"][0]["field"] == "params.photos"
     up = client.post(f"/api/v1/incidents/{iid}/photos", files=[("photos", ("after.png", png_bytes(3, 3), "text/html"))])
     assert up.status_code == 201, up.text
     sha = up.json()["photos"][0]["sha256"]
-    done = client.post(f"/api/v1/incidents/{iid}/actions", json={"action": "resolve", "actor": actor, "params": {"photos": [sha]}})
+    done = client.post(f"/api/v1/incidents/{iid}/actions", json={"action": "resolve", "params": {"photos": [sha]}}, headers=actor_headers(rt, actor))
     assert done.status_code == 200, done.text
     served = client.get(f"/api/v1/incidents/{iid}/photos/{sha}")
     assert served.status_code == 200 and served.content == png_bytes(3, 3)

@@ -27,6 +27,7 @@ from tests.integration.apphelpers import (
     LIMIT_MINUTES,
     T0,
     Clock,
+    actor_headers,
     alarm_message,
     alarm_payload,
     client_for,
@@ -371,8 +372,10 @@ def test_unknown_incident_is_404_problem(client: TestClient) -> None:
 
 
 # --- POST /incidents/{id}/actions -------------------------------------------------------------------
-def act(client: TestClient, incident_id: str, action: str, **extra: Any) -> Any:
-    return client.post(f"/api/v1/incidents/{incident_id}/actions", json={"action": action, **extra})
+def act(client: TestClient, incident_id: str, action: str, actor: str | None = None, **extra: Any) -> Any:
+    """POST an action, logged in as the user acting as `actor` (default: the client's admin login)."""
+    headers = actor_headers(client.app.state.runtime, actor) if actor is not None else None  # type: ignore[attr-defined]
+    return client.post(f"/api/v1/incidents/{incident_id}/actions", json={"action": action, **extra}, headers=headers)
 
 
 def test_acknowledge_resolve_close_writes_one_history_row_each(client: TestClient, clock: Clock, incidents: dict[str, str]) -> None:
@@ -387,7 +390,7 @@ def test_acknowledge_resolve_close_writes_one_history_row_each(client: TestClien
         body = resp.json()
         assert body["state"] == after and iso(body["updated_at"]) == clock.now
         assert body["history_entry"] == {
-            "at": clock.now.isoformat(), "action": action, "from": before, "to": after, "actor": "system:op-7",
+            "at": clock.now.isoformat(), "action": action, "from": before, "to": after, "actor": "system:admin-op-7",
             "note": f"{action} done",
         }
 
@@ -565,10 +568,13 @@ def test_unknown_route_is_404_problem(sqlite_client: TestClient) -> None:
     problem(sqlite_client.get("/api/v1/nothing-here"), 404)
 
 
-def test_root_redirects_to_the_map_wall(sqlite_client: TestClient) -> None:
-    resp = sqlite_client.get("/", follow_redirects=False)
+def test_root_redirects_to_the_home_page_of_the_login(sqlite_client: TestClient) -> None:
+    resp = sqlite_client.get("/", follow_redirects=False)  # an admin
+    assert resp.status_code == 303 and resp.headers["location"] == "/map"
 
-    assert resp.status_code in (302, 307) and resp.headers["location"] == "/map"
+    sqlite_client.headers.pop("Authorization")
+    resp = sqlite_client.get("/", follow_redirects=False)
+    assert resp.status_code == 303 and resp.headers["location"] == "/login"
 
 
 def test_unknown_grid_version_is_404(sqlite_client: TestClient) -> None:

@@ -12,7 +12,16 @@ from fastapi.testclient import TestClient
 
 from api.runtime import Runtime
 from store.ports import Store
-from tests.integration.apphelpers import Clock, alarm_message, client_for, incident_devices, make_runtime, problem, seed
+from tests.integration.apphelpers import (
+    Clock,
+    actor_headers,
+    alarm_message,
+    client_for,
+    incident_devices,
+    make_runtime,
+    problem,
+    seed,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -41,10 +50,10 @@ def raise_alarm(rt: Runtime, type_: str = "fence.intrusion", msg: str = "m-1") -
 
 
 def act(client: TestClient, incident_id: str, action: str, actor: str | None = None, **extra: Any) -> Any:
+    """POST an action, logged in as the user acting as `actor` (default: the client's admin login)."""
     body: dict[str, Any] = {"action": action, **extra}
-    if actor is not None:
-        body["actor"] = actor
-    return client.post(f"/api/v1/incidents/{incident_id}/actions", json=body)
+    headers = actor_headers(client.app.state.runtime, actor) if actor is not None else None  # type: ignore[attr-defined]
+    return client.post(f"/api/v1/incidents/{incident_id}/actions", json=body, headers=headers)
 
 
 def ok(resp: Any) -> dict[str, Any]:
@@ -121,12 +130,11 @@ def test_detail_lists_the_allowed_actions_and_those_of_one_actor(client: TestCli
         assert field in detail
     _, _, center = centers(detail)
 
-    mine = client.get(f"/api/v1/incidents/{incident_id}", params={"actor": f"patroller:{detail['assignee']}"}).json()
+    # each login sees the actions it may take: the assignee its handler actions, the center its own
+    mine = client.get(f"/api/v1/incidents/{incident_id}", headers=actor_headers(rt, f"patroller:{detail['assignee']}")).json()
     assert mine["allowed_actions"] == ["return", "acknowledge"]
-    theirs = client.get(f"/api/v1/incidents/{incident_id}", params={"actor": center}).json()
+    theirs = client.get(f"/api/v1/incidents/{incident_id}", headers=actor_headers(rt, center)).json()
     assert theirs["allowed_actions"] == ["escalate", "supervise", "remind", "set_track", "set_difficulty"]
-    body = problem(client.get(f"/api/v1/incidents/{incident_id}", params={"actor": "op"}), 422)
-    assert [e["field"] for e in body["errors"]] == ["actor"]
 
 
 def test_illegal_transition_is_409_naming_state_and_action(client: TestClient, rt: Runtime) -> None:
@@ -154,26 +162,35 @@ def test_escalate_goes_up_to_the_district_then_409(client: TestClient, rt: Runti
     assert ok(act(client, incident_id, "supervise", l1))["supervised"] is True
 
 
-def test_patroller_acting_on_someone_elses_incident_is_403(client: TestClient, rt: Runtime) -> None:
+def test_patroller_acting_on_someone_elses_incident_is_refused(client: TestClient, rt: Runtime) -> None:
     incident_id = raise_alarm(rt)
     detail = client.get(f"/api/v1/incidents/{incident_id}").json()
-    stranger = f"patroller:{detail['assignee']}-other"
+    l3 = detail["route"]["l3"]
+    # a patroller of the same grid sees the incident (its geofence) but may not act on another's assignment
+    neighbour = next(p.id for p in rt.patrollers if p.id != detail["assignee"] and l3 in (*p.grid_codes, *p.backup_grid_codes))
+    body = problem(act(client, incident_id, "acknowledge", f"patroller:{neighbour}"), 403)
+    assert f"patroller:{neighbour}" in body["detail"] and incident_id in body["detail"]
+    # a patroller of elsewhere does not even see it
+    stranger = next(p.id for p in rt.patrollers if l3 not in (*p.grid_codes, *p.backup_grid_codes))
+    problem(act(client, incident_id, "acknowledge", f"patroller:{stranger}"), 404)
 
-    body = problem(act(client, incident_id, "acknowledge", stranger), 403)
-
-    assert stranger in body["detail"] and incident_id in body["detail"]
     after = client.get(f"/api/v1/incidents/{incident_id}").json()
     assert after["state"] == "dispatched" and len(after["history"]) == 3
     problem(act(client, incident_id, "close", f"patroller:{detail['assignee']}"), 403)  # a center action
 
 
-def test_center_of_another_grid_is_403(client: TestClient, rt: Runtime) -> None:
+def test_center_of_another_grid_can_neither_read_nor_act(client: TestClient, rt: Runtime) -> None:
     incident_id = raise_alarm(rt)
     other = raise_alarm(rt, "thermal.fire", "m-2")  # in another level-1 grid
-    _, _, center_of_other = centers(client.get(f"/api/v1/incidents/{other}").json())
+    street_of_other, _, center_of_other = centers(client.get(f"/api/v1/incidents/{other}").json())
 
-    body = problem(act(client, incident_id, "supervise", center_of_other), 403)
-    assert "subtree" in body["detail"]
+    problem(act(client, incident_id, "supervise", center_of_other), 404)  # outside its subtree: not found
+    problem(client.get(f"/api/v1/incidents/{incident_id}", headers=actor_headers(rt, street_of_other)), 404)
+    # inside the subtree but owned higher up: the workflow's own rule answers 403
+    _, _, l3 = centers(client.get(f"/api/v1/incidents/{incident_id}").json())
+    assert act(client, incident_id, "escalate", l3).status_code == 200
+    body = problem(act(client, incident_id, "supervise", l3), 403)
+    assert "owned at level 2" in body["detail"]
 
 
 @pytest.mark.parametrize(
@@ -195,7 +212,11 @@ def test_bad_params_or_actor_are_422_naming_the_field(
     detail = client.get(f"/api/v1/incidents/{incident_id}").json()
     actor = {"patroller": f"patroller:{detail['assignee']}", "center": centers(detail)[2]}.get(actor_kind, actor_kind)
 
-    body = problem(act(client, incident_id, action, actor, **extra), 422)
+    if actor_kind in ("op-7", "center:9:x"):  # a malformed `actor` in the body (the login is the client's admin)
+        resp = client.post(f"/api/v1/incidents/{incident_id}/actions", json={"action": action, "actor": actor, **extra})
+    else:
+        resp = act(client, incident_id, action, actor, **extra)
+    body = problem(resp, 422)
 
     assert [e["field"] for e in body["errors"]] == [field]
     assert client.get(f"/api/v1/incidents/{incident_id}").json()["history"] == detail["history"]
@@ -212,7 +233,9 @@ def test_dispatch_without_assignee_or_unit_is_422(manual_client: TestClient, man
     body = problem(act(manual_client, incident_id, "dispatch", center, params={"assignee": "nobody-42"}), 422)
     assert [e["field"] for e in body["errors"]] == ["params.assignee"] and "nobody-42" in body["detail"]
     assert ok(act(manual_client, incident_id, "dispatch", center, params={"unit": "water-co"}))["unit"] == "water-co"
-    assert ok(act(manual_client, incident_id, "acknowledge", "unit:water-co"))["state"] == "acknowledged"
+    # handling units have no logins: an admin records their steps (as a system actor)
+    assert problem(act(manual_client, incident_id, "acknowledge", center), 403)["detail"].endswith("is for the handler (unit water-co)")
+    assert ok(act(manual_client, incident_id, "acknowledge", "system:water-co-desk"))["state"] == "acknowledged"
 
 
 def test_extension_park_resume_and_rework_over_http(client: TestClient, rt: Runtime, clock: Clock) -> None:

@@ -25,6 +25,7 @@ def test_bench_runs_at_tiny_sizes(tmp_path: Path) -> None:
     results = run.main([
         "--quick", "--points", "2000", "--big", "200", "--pg-points", "40", "--messages", "200", "--rounds", "1",
         "--window", "50", "--latency-rate", "200", "--latency-seconds", "1", "--plan-grids", "300", "--readings", "400",
+        "--pages-grids", "300", "--pages-runs", "1", "--pages-alarms", "2",
         "--output", str(out), "--json", str(raw_json),
     ])  # fmt: skip
 
@@ -69,3 +70,9 @@ def test_bench_runs_at_tiny_sizes(tmp_path: Path) -> None:
             assert r["rows"] == r["readings"] and (r["lost"], r["duplicated"], r["dead_letters"]) == (0, 0, 0), (per, kind)
     assert "readings, postgis: MQTT → store" in text
     assert "(d) planners" in text
+
+    pages = results["pages"]
+    for part in ("first_render", "big", "marker"):
+        assert "error" not in pages[part], pages[part]
+    assert pages["marker"]["alarms"] == 2 and not pages["marker"]["missing"] and not pages["marker"]["console_errors"]
+    assert "(f) pages in headless Chromium" in text

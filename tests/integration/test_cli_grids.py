@@ -18,7 +18,16 @@ from geo.localframe import metres_to_degrees_point
 from geo.model import Device, District
 from store import open_store
 from tests.integration.apphelpers import sample_district
-from tests.unit.test_geo_validate import EAST, WEST, building, centre_buildings, hierarchy, poly, rect, replace
+from tests.unit.test_geo_validate import (
+    EAST,
+    WEST,
+    building,
+    centre_buildings,
+    hierarchy,
+    poly,
+    rect,
+    replace,
+)
 
 pytestmark = pytest.mark.integration
 PLANTED = Path(__file__).resolve().parents[1] / "fixtures" / "grids" / "planted_faults.geojson"

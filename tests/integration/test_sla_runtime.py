@@ -72,7 +72,12 @@ def test_acknowledged_in_time_stays_green(rt: Runtime, clock: Clock) -> None:
 def test_a_custom_sla_file_drives_every_path(store_backend, clock: Clock, tmp_path) -> None:  # noqa: ANN001
     """GRIDWATCH_SLA_CONFIG applies to auto-dispatch, API actions, lights and the sweep alike."""
     from alerts import sla
-    from tests.integration.apphelpers import client_for, make_runtime, seed
+    from tests.integration.apphelpers import (
+        actor_headers,
+        client_for,
+        make_runtime,
+        seed,
+    )
 
     (tmp_path / "sla.yaml").write_text(
         'types:\n  "":\n    calendar: natural\n    limits: {register: 30m, acknowledge: 1h, handle: 1h, check: 1h}\n'
@@ -88,7 +93,7 @@ def test_a_custom_sla_file_drives_every_path(store_backend, clock: Clock, tmp_pa
         clock.advance(minutes=5)
         with client_for(rt) as client:
             actor = f"patroller:{incident.assignee}" if incident.assignee else "system:test"
-            body = client.post(f"/api/v1/incidents/{iid}/actions", json={"action": "acknowledge", "actor": actor}).json()
+            body = client.post(f"/api/v1/incidents/{iid}/actions", json={"action": "acknowledge"}, headers=actor_headers(rt, actor)).json()
             assert body["deadline"] == (clock.now + timedelta(hours=3)).isoformat()
             clock.advance(hours=2, minutes=20)  # 2h20m of 3h: 78 % → yellow with the custom limits (red with the packaged 15 min)
             assert client.get(f"/api/v1/incidents/{iid}").json()["light"] == "yellow"

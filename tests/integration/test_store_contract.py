@@ -23,7 +23,15 @@ from alerts.model import (
     Notification,
     RouteRecord,
 )
-from geo.model import Building, Device, District, Grid, Patroller, RosterException, Shift
+from geo.model import (
+    Building,
+    Device,
+    District,
+    Grid,
+    Patroller,
+    RosterException,
+    Shift,
+)
 from ingest.model import Alarm, DeadLetter, PatrollerPosition
 from store import open_store
 from store.errors import ConflictError, StoreError
@@ -501,6 +509,55 @@ def test_history_is_ordered_and_per_incident(store_backend: Store) -> None:
     assert store_backend.history("inc-404") == []
 
 
+def test_incident_record_reads_the_incident_its_alarms_and_history_from_one_snapshot(store_backend: Store) -> None:
+    incident = make_incident("inc-1")
+    alarm = make_alarm("fence-1", "m-1")
+    created = HistoryEntry("inc-1", T0, "create", None, IncidentState.REPORTED, "system")
+    with store_backend.unit_of_work() as uow:
+        uow.save_incidents([incident])
+        uow.add_alarms([(alarm, "inc-1")])
+        uow.add_history([created])
+    record = store_backend.incident_record("inc-1")
+    assert record is not None
+    assert (record.incident, record.alarms, record.history) == (incident, [alarm], [created])
+    assert store_backend.incident_record("inc-404") is None
+
+    # a writer flips the state, with its history entry, in one unit of work after another; every
+    # record read meanwhile must show a last history entry that agrees with the state
+    states = (IncidentState.VERIFYING, IncidentState.REGISTERED)
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def flip() -> None:
+        try:
+            current = incident
+            for i in range(150):
+                after = states[i % 2]
+                entry = HistoryEntry("inc-1", T0 + timedelta(seconds=i + 1), "verify", current.state, after, "op-1")
+                current = dataclasses.replace(current, state=after, updated_at=entry.at)
+                with store_backend.unit_of_work() as uow:
+                    uow.save_incidents([current])
+                    uow.add_history([entry])
+        except BaseException as exc:  # reported by the reader below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=flip)
+    writer.start()
+    reads = 0
+    while not done.is_set() or reads == 0:
+        seen = store_backend.incident_record("inc-1")
+        assert seen is not None
+        assert seen.history[-1].to_state == seen.incident.state, (
+            f"read {reads}: state {seen.incident.state} but the last history entry says {seen.history[-1].to_state}")
+        reads += 1
+    writer.join()
+    assert not errors, errors
+    final = store_backend.incident_record("inc-1")
+    assert final is not None and len(final.history) == 151 and final.incident.state is states[149 % 2]
+
+
 def test_incident_filters(store_backend: Store) -> None:
     minute = timedelta(minutes=1)
     a = make_incident("a", created=T0, route=make_route(L3A, 113.82, 27.62))
@@ -536,6 +593,13 @@ def test_incident_filters(store_backend: Store) -> None:
     with store_backend.unit_of_work() as uow:
         uow.save_incidents([make_incident("e", created=T0 + 4 * minute, route=foreign)])
     assert ids(grid="S-1") == ["e"] and ids(grid="D1") == ["e"] and ids(grid=L1) == ["d", "c", "b", "a"]
+    # a patroller's scope: assigned to it, or inside its geofence
+    with store_backend.unit_of_work() as uow:
+        uow.save_incidents([dataclasses.replace(b, assignee="P7")])
+    assert ids(patroller_scope=("P7", (L3A,))) == ["d", "b", "a"]
+    assert ids(patroller_scope=("P7", ())) == ["b"] and ids(patroller_scope=("P8", ())) == []
+    assert ids(patroller_scope=("P8", (L3C, "U-17"))) == ["e", "c"]
+    assert ids(patroller_scope=("P7", (L3A,)), states=(IncidentState.REPORTED,)) == ["d", "a"]
 
 
 # --- dead letters, outbox, positions ---------------------------------------------------------------------------

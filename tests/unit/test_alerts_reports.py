@@ -24,9 +24,9 @@ from api.photos import (
     PhotoSettings,
     check_photo,
     check_photos,
+    find_photo,
     photo_settings,
     remove_photos,
-    find_photo,
     sniff,
     store_photos,
 )

@@ -185,9 +185,12 @@ def test_perform_accepts_legacy_actor_strings(store: Any) -> None:
 def test_redispatch_notifies_the_new_and_the_previous_assignee(store: Any) -> None:
     from alerts.actions import perform
 
-    perform(store.unit_of_work, "INC-1", "return", actor=Actor("patroller", "P1"), now=T0, params={"reason": "not ours"})
+    returned = perform(store.unit_of_work, "INC-1", "return", actor=Actor("patroller", "P1"), now=T0, params={"reason": "not ours"})
+    # the grid topic (and the live views fed from it) say whose incident it was
+    assert {n.payload["previous_assignee"] for _, n in returned.notifications} == {"P1"}
     outcome = perform(store.unit_of_work, "INC-1", "dispatch", actor=CENTER3, now=T0, params={"assignee": "P2"})
     assert topics(outcome) == [f"gridwatch/grids/{L3}/incidents", "gridwatch/patrollers/P2/alerts"]
+    assert all("previous_assignee" not in n.payload for _, n in outcome.notifications)  # nobody had it
     assert store.incidents["INC-1"].assignee == "P2"
 
 

@@ -290,3 +290,17 @@ def test_naive_times_refused() -> None:
         sla.start_stage(incident(), "acknowledge", datetime(2026, 11, 21, 8))
     with pytest.raises(ValueError, match="timezone-aware"):
         sla.extend(incident(), datetime(2026, 11, 21, 8))
+
+
+def test_the_demo_limits_are_minutes_and_never_looser_than_production() -> None:
+    from datetime import timedelta as _td
+
+    from alerts.sla import DEMO_FILE, STAGES, load_sla_config
+
+    demo, prod = load_sla_config(DEMO_FILE), load_sla_config()
+    for incident_type in ("fence.intrusion", "thermal.fire", "smoke.alarm", "camera.line_crossing", "city.litter", "other.x"):
+        for stage in STAGES:
+            for severity in (3, 5):
+                limit = demo.limit(incident_type, stage, severity)
+                assert _td(0) < limit <= _td(minutes=5), (incident_type, stage, severity, limit)
+                assert limit <= prod.limit(incident_type, stage, severity), (incident_type, stage, severity)

@@ -7,7 +7,17 @@ from datetime import UTC, datetime, timedelta
 import jwt
 import pytest
 
-from api.auth import AuthError, Principal, UserError, check_user, grid_level, hash_password, issue_token, read_token, verify_password
+from api.auth import (
+    AuthError,
+    Principal,
+    UserError,
+    check_user,
+    grid_level,
+    hash_password,
+    issue_token,
+    read_token,
+    verify_password,
+)
 
 pytestmark = pytest.mark.unit
 

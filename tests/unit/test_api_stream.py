@@ -58,3 +58,63 @@ def test_a_slow_client_loses_the_oldest_events_and_is_told() -> None:
     _, lagged, first = asyncio.run(run())
     assert lagged == b'event: lagged\ndata: {"dropped": 5}\n\n'
     assert json.loads(first.split(b"data: ")[1])["id"] == "INC-5"
+
+
+def test_a_stream_ends_with_logout_once_its_login_is_no_longer_valid() -> None:
+    checks: list[bool] = []
+
+    async def run() -> list[bytes]:
+        hub = EventHub()
+        sub = hub.subscribe()
+
+        async def still_allowed() -> bool:
+            checks.append(True)
+            return len(checks) < 2  # valid at the first check, gone at the second
+
+        stream = sse(sub, hub, heartbeat=0.02, still_allowed=still_allowed)
+        chunks = [chunk async for chunk in stream]
+        assert sub not in hub._subs
+        return chunks
+
+    chunks = asyncio.run(run())
+    assert chunks[0].startswith(b": gridwatch stream") and chunks[-1] == b"event: logout\ndata: {}\n\n"
+    assert len(checks) == 2
+
+
+def test_scoped_subscribers_get_only_the_events_of_their_login() -> None:
+    from api.access import Scope
+    from api.auth import Principal
+
+    async def run() -> tuple[int, int, int, int]:
+        hub = EventHub()
+        street = hub.subscribe(allow=Scope(Principal("s", "commander", G[:9])).event_filter())
+        other_street = hub.subscribe(allow=Scope(Principal("o", "commander", "430102009")).event_filter())
+        me = hub.subscribe(allow=Scope(Principal("p", "patroller", patroller_id="P1"), frozenset({"430102009001002"})).event_filter())
+        colleague = hub.subscribe(allow=Scope(Principal("q", "patroller", patroller_id="P2"), frozenset({G})).event_filter())
+        route = {"l1": G[:9], "l2": G[:12], "l3": G}
+        hub.publish(f"gridwatch/grids/{G}/incidents", {"id": "INC-1", "event": "created", "route": route, "assignee": "P1"})
+        hub.publish(f"gridwatch/grids/{G}/patrollers", {"event": "enter", "patroller_id": "P2", "grid": G, "route": route})
+        await asyncio.sleep(0.01)
+        return street.queue.qsize(), other_street.queue.qsize(), me.queue.qsize(), colleague.queue.qsize()
+
+    street, other_street, me, colleague = asyncio.run(run())
+    assert (street, other_street) == (2, 0)  # the street commander sees the L3 patroller event through its route
+    assert me == 1  # assigned to me, outside my geofence: the incident only
+    assert colleague == 2  # my geofence's incident, and my own patroller event
+
+
+def test_the_previous_assignee_hears_that_an_incident_left_it() -> None:
+    from api.access import Scope
+    from api.auth import Principal
+
+    async def run() -> int:
+        hub = EventHub()
+        before = hub.subscribe(allow=Scope(Principal("p", "patroller", patroller_id="P1")).event_filter())
+        route = {"l1": G[:9], "l2": G[:12], "l3": G}
+        hub.publish(f"gridwatch/grids/{G}/incidents", {"id": "INC-1", "event": "dispatch", "route": route, "assignee": "P2",
+                                                       "previous_assignee": "P1"})
+        hub.publish(f"gridwatch/grids/{G}/incidents", {"id": "INC-2", "event": "dispatch", "route": route, "assignee": "P2"})
+        await asyncio.sleep(0.01)
+        return before.queue.qsize()
+
+    assert asyncio.run(run()) == 1

@@ -17,7 +17,13 @@ from shapely.geometry import LineString, MultiPolygon, Polygon, box
 from geo.district import build_sample_district
 from geo.errors import GeoError, GridFileError
 from geo.gcj02 import transform_geometry
-from geo.gridfile import GridFile, assemble_draft, assign_parents, read_grid_file, write_grid_file
+from geo.gridfile import (
+    GridFile,
+    assemble_draft,
+    assign_parents,
+    read_grid_file,
+    write_grid_file,
+)
 from geo.model import Grid
 
 pytestmark = pytest.mark.unit

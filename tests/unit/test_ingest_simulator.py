@@ -114,10 +114,10 @@ def test_raise_alarm_command_is_a_paste_ready_mosquitto_pub() -> None:
 def test_telemetry_share_adds_readings_and_heartbeats_that_decode() -> None:
     from datetime import UTC, datetime
 
+    from geo.district import build_sample_district
     from ingest.decode import decode_messages
     from ingest.model import DeadLetter, DeviceStatus, Reading
     from ingest.simulator import Simulator
-    from geo.district import build_sample_district
 
     district = build_sample_district(seed=7)
     sim = Simulator(district.devices, district.patrollers, "mqtt://127.0.0.1:1", seed=3, telemetry_share=0.5)

@@ -1,181 +1,139 @@
-"""maps.wall.build_wall on hand-made grids and incidents: render, then read the layers back (folium-style)."""
+"""The map wall: the page shell (maps.wall) and the pure data helpers (maps.wallmodel)."""
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from datetime import UTC, datetime, timedelta
 
-import folium
 import pytest
+import shapely
+from shapely.geometry import Polygon, box, shape
 
-from maps.style import LIGHT_COLORS, NO_LIGHT_COLOR, QUIET_FILL, light_color, worst_light
-from maps.wall import build_wall
+from maps import STATIC_DIR
+from maps.style import LIGHT_COLORS, NO_LIGHT_COLOR, QUIET_FILL, worst_light
+from maps.wall import build_wall, page_config, tiles_of
+from maps.wallmodel import (
+    GridLight,
+    counters,
+    decimals_for,
+    fit_zoom,
+    heat_points,
+    lights_by_grid,
+    list_key,
+    rounded,
+    simplified,
+    tolerance,
+    zoom_bucket,
+)
 
 pytestmark = pytest.mark.unit
 
-RED, YELLOW, GREEN = LIGHT_COLORS["red"], LIGHT_COLORS["yellow"], LIGHT_COLORS["green"]
-L1 = "430102001"
-L2A, L2B = "430102001001", "430102001002"
-A, B, C, D = "430102001001001", "430102001001002", "430102001002001", "430102001002002"
+L1, L2A, L2B = "430102001", "430102001001", "430102001002"
+A, B, C = "430102001001001", "430102001001002", "430102001002001"
 
 
-def box(code: str, level: int, x0: float, y0: float, x1: float, y1: float) -> dict[str, Any]:
-    ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
-    props = {"code": code, "level": level, "name": f"grid {code[-3:]}"}
-    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": props}
+# --- the page -------------------------------------------------------------------------------------
+def external_urls(html: str) -> list[str]:
+    """URLs of scripts, styles and other links of a page that leave the server."""
+    return [u for u in re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", html) if re.match(r"(?i)(https?:)?//", u)]
 
 
-def grids(*features: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "FeatureCollection", "features": list(features)}
+def config_of(html: str) -> dict[str, object]:
+    m = re.search(r'<script id="gw-config" type="application/json">(.*?)</script>', html, re.S)
+    assert m is not None, "no config in the page"
+    return json.loads(m[1])  # type: ignore[no-any-return]
 
 
-# Four level-3 boxes in a 2 × 2 block over lon 113.80–113.90, lat 27.60–27.70, and their level-1 parent.
-L3_BOXES = (
-    box(A, 3, 113.80, 27.65, 113.85, 27.70),
-    box(B, 3, 113.85, 27.65, 113.90, 27.70),
-    box(C, 3, 113.80, 27.60, 113.85, 27.65),
-    box(D, 3, 113.85, 27.60, 113.90, 27.65),
-)
-PARENT = box(L1, 1, 113.80, 27.60, 113.90, 27.70)
+def test_the_page_loads_nothing_from_the_internet() -> None:
+    html = build_wall(tiles="none")
+
+    assert external_urls(html) == []
+    assert "cdn.jsdelivr" not in html and "code.jquery" not in html and "bootstrap" not in html
+    for local in ("/static/vendor/leaflet/leaflet.js", "/static/vendor/leaflet/leaflet.css",
+                  "/static/vendor/leaflet.heat/leaflet-heat.js", "/static/wall.js", "/static/wall.css"):
+        assert local in html
+    assert '<link rel="icon" href="data:,">' in html  # no favicon request
+    assert config_of(html)["tiles"] is None
 
 
-def incident(iid: str, grid: str | None, lon: float, lat: float, light: str | None, state: str = "dispatched") -> dict[str, Any]:
-    return {"id": iid, "type": "fence.intrusion", "state": state, "light": light, "grid": grid, "lon": lon, "lat": lat, "assignee": None, "alarm_count": 1}
+def test_only_the_configured_tiles_leave_the_server() -> None:
+    html = build_wall(tiles="OpenStreetMap")
+
+    assert external_urls(html) == []  # tiles are requested by Leaflet, not linked
+    urls = set(re.findall(r"https?://[^\s\"']+", html))
+    assert urls and all("tile.openstreetmap.org" in u or "openstreetmap.org/copyright" in u for u in urls), urls
 
 
-INCIDENTS = [
-    incident("INC-red", A, 113.82, 27.68, "red"),
-    incident("INC-green", C, 113.81, 27.61, "green"),
-    incident("INC-yellow", C, 113.83, 27.62, "yellow"),
-    incident("INC-reported", D, 113.88, 27.63, None, state="reported"),
-]
+def test_folium_keeps_its_defaults_for_other_maps() -> None:
+    import folium
+
+    build_wall()
+
+    assert any("cdn" in url for _, url in folium.Map.default_js)
 
 
-# --- reading the rendered page -------------------------------------------------------------------
-def render(m: folium.Map) -> str:
-    return m.get_root().render()
+def test_the_page_script_and_hooks_exist() -> None:
+    html = build_wall(grid=L1, role="commander", username="street")
+    js = (STATIC_DIR / "wall.js").read_text()
+
+    for hook in ("gw-panel", "gw-count-open", "gw-count-yellow", "gw-count-red", "gw-count-escalated", "gw-incidents",
+                 "gw-alert", "gw-crumbs", "gw-heat-toggle", "gw-heat-type", "gw-status"):
+        assert f'id="{hook}"' in html, hook
+    assert 'action="/logout"' in html
+    assert config_of(html)["grid"] == L1 and config_of(html)["role"] == "commander"
+    for name in ("ready", "level", "shownGrids", "incidents", "lastEventAt", "drill", "timings", "firstRender", "data-action",
+                 "data-incident-id", "EventSource", "/wall/grids", "/wall/summary", "/wall/buildings", "/wall/heatmap"):
+        assert name in js, name
+    assert ".innerHTML" not in js  # user text is set as text only
+    assert (STATIC_DIR / "wall.css").is_file()
 
 
-def embedded_features(html: str) -> dict[str, dict[str, Any]]:
-    """Properties of the grid features embedded in the page, by code."""
-    (data,) = re.findall(r"geo_json_\w+_add\((\{.*\})\);", html)
-    return {f["properties"]["code"]: f["properties"] for f in json.loads(data)["features"]}
+def test_user_text_in_the_config_cannot_close_the_script_nor_reach_the_template_engine() -> None:
+    html = build_wall(username="</script><script>alert(1)</script>{{ 7777*3 }}{% if 1 %}evaluated{% endif %}")
+
+    assert "<script>alert(1)" not in html
+    assert "23331" not in html and "evaluated{%" not in html.replace("evaluated{% endif", "x")
+    assert config_of(html)["username"] == "</script><script>alert(1)</script>{{ 7777*3 }}{% if 1 %}evaluated{% endif %}"
 
 
-def rendered_styles(html: str) -> dict[str, dict[str, Any]]:
-    """The style Leaflet gives each grid: folium renders style_function as a switch over a property."""
-    m = re.search(r"_styler\(feature\) \{\s*switch\(feature\.properties\.code\) \{(.*?)default:\s*return (\{.*?\});", html, re.S)
-    assert m is not None, "no grid styler in the page"
-    default = json.loads(m[2])
-    styles = {code: default for code in embedded_features(html)}
-    for cases, style in re.findall(r"((?:case \"\d+\":\s*)+)return (\{.*?\});", m[1], re.S):
-        for code in re.findall(r"case \"(\d+)\":", cases):
-            styles[code] = json.loads(style)
-    return styles
+def test_no_grid_names_or_incident_text_are_rendered_into_the_page() -> None:
+    config = page_config(grid=None, role="admin", username="u", tiles=None, map_name="m")
+
+    assert set(config) == {"grid", "role", "username", "tiles", "map", "api", "colors", "heat_days", "patrollers_every_s"}
+    assert config["colors"]["lights"] == LIGHT_COLORS  # type: ignore[index]
 
 
-def markers(html: str) -> list[tuple[float, float, dict[str, Any]]]:
-    """(lat, lon, options) of every circle marker."""
-    out = []
-    for latlon, opts in re.findall(r"L\.circleMarker\(\s*\[([^\]]+)\],\s*(\{.*?\})\s*\)", html, re.S):
-        lat, lon = (float(v) for v in latlon.split(","))
-        out.append((lat, lon, json.loads(opts)))
-    return out
+@pytest.mark.parametrize(("setting", "tiles"), [("none", None), ("", None), ("NONE", None), ("OpenStreetMap", "OpenStreetMap"),
+                                                ("http://tiles.local/{z}/{x}/{y}.png", "http://tiles.local/{z}/{x}/{y}.png")])
+def test_tiles_setting(setting: str, tiles: str | None) -> None:
+    got, attr = tiles_of(setting)
+    assert got == tiles
+    assert (attr is not None) == ("{" in setting)
 
 
-def fit_bounds(html: str) -> list[list[float]] | None:
-    m = re.search(r"\.fitBounds\(\s*(\[\[.*?\]\])", html, re.S)
-    return json.loads(m[1]) if m else None
+# --- lights per grid --------------------------------------------------------------------------------
+def test_a_grid_takes_the_worst_light_of_its_subtree_and_counts_its_open_incidents() -> None:
+    lights = lights_by_grid([
+        ((L1, L2A, A), "red"), ((L1, L2B, C), "green"), ((L1, L2B, C), "yellow"), ((L1, L2A, B), None),
+    ])
+
+    assert (lights[L1].light, lights[L1].open) == ("red", 4)
+    assert (lights[L2B].light, lights[L2B].open) == ("yellow", 2)
+    assert (lights[A].fill, lights[C].fill) == (LIGHT_COLORS["red"], LIGHT_COLORS["yellow"])
+    assert (lights[B].light, lights[B].open, lights[B].fill) == (None, 1, NO_LIGHT_COLOR)  # open, no clock yet
+    assert GridLight().fill == QUIET_FILL
 
 
-# --- tests ----------------------------------------------------------------------------------------
-def test_grid_with_a_red_incident_gets_the_red_fill_and_a_quiet_grid_the_quiet_fill() -> None:
-    html = render(build_wall(grids(*L3_BOXES), INCIDENTS))
-
-    styles = rendered_styles(html)
-    assert (styles[A]["fillColor"], styles[A]["fillOpacity"]) == (RED, 0.35)
-    assert (styles[B]["fillColor"], styles[B]["fillOpacity"]) == (QUIET_FILL, 0.08)
-    assert styles[C]["fillColor"] == YELLOW  # green + yellow → the worst
-    assert styles[D]["fillColor"] == NO_LIGHT_COLOR  # open, but no clock running yet
-    assert {s["weight"] for s in styles.values()} == {1.0}
-    props = embedded_features(html)
-    assert {c: (p["fill"], p["open_incidents"]) for c, p in props.items()} == {
-        A: (RED, 1), B: (QUIET_FILL, 0), C: (YELLOW, 2), D: (NO_LIGHT_COLOR, 1),
-    }
+def test_an_incident_outside_every_grid_colours_no_grid_and_a_repeated_code_counts_once() -> None:
+    assert lights_by_grid([((None, None, None), "red")]) == {}
+    assert lights_by_grid([((A, A, None), "green")])[A].open == 1
 
 
-def test_a_parent_grid_takes_the_worst_light_of_its_subtree() -> None:
-    html = render(build_wall(grids(PARENT, *L3_BOXES), INCIDENTS))
+def test_lights_follow_the_route_chain_not_code_prefixes() -> None:
+    lights = lights_by_grid([(("D1", "S-1", "U-17"), "red")])
 
-    styles = rendered_styles(html)
-    assert (styles[L1]["fillColor"], styles[L1]["weight"]) == (RED, 3.0)
-    assert embedded_features(html)[L1]["open_incidents"] == 4
-
-
-def test_one_marker_per_incident_at_its_point_in_its_light_colour() -> None:
-    html = render(build_wall(grids(*L3_BOXES), INCIDENTS))
-
-    found = markers(html)
-    assert len(found) == len(INCIDENTS)
-    assert sorted((lat, lon, o["color"]) for lat, lon, o in found) == sorted(
-        (i["lat"], i["lon"], light_color(i["light"])) for i in INCIDENTS
-    )
-    assert html.count("<b>fence.intrusion</b>") == len(INCIDENTS)
-    assert "assignee: command center" in html
-
-
-def test_bounds_fit_the_grids() -> None:
-    m = build_wall(grids(*L3_BOXES), INCIDENTS)
-
-    assert m.get_bounds() == [[27.60, 113.80], [27.70, 113.90]]
-    assert fit_bounds(render(m)) == [[27.60, 113.80], [27.70, 113.90]]
-
-
-def test_bounds_of_a_drilled_down_subtree() -> None:
-    m = build_wall(grids(L3_BOXES[2], L3_BOXES[3]), [INCIDENTS[1]])
-
-    assert fit_bounds(render(m)) == [[27.60, 113.80], [27.65, 113.90]]
-
-
-def test_an_explicit_centre_is_kept_without_fitting_bounds() -> None:
-    m = build_wall(grids(*L3_BOXES), INCIDENTS, center=(27.5, 113.7))
-
-    html = render(m)
-    assert fit_bounds(html) is None
-    assert m.location == [27.5, 113.7]
-
-
-def test_no_grids_still_draws_the_markers() -> None:
-    html = render(build_wall(grids(), INCIDENTS[:2]))
-
-    assert "_styler" not in html and not re.search(r"geo_json_\w+_add", html)
-    assert len(markers(html)) == 2
-
-
-def test_an_incident_outside_every_grid_is_a_marker_that_colours_no_grid() -> None:
-    stray = incident("INC-stray", None, 113.95, 27.75, "red")
-
-    html = render(build_wall(grids(*L3_BOXES), [stray]))
-
-    assert {s["fillColor"] for s in rendered_styles(html).values()} == {QUIET_FILL}
-    assert [(lat, lon) for lat, lon, _ in markers(html)] == [(27.75, 113.95)]
-
-
-def test_title_and_tooltip_fields() -> None:
-    html = render(build_wall(grids(*L3_BOXES), [], title="wall · 430102001"))
-
-    assert "<title>wall · 430102001</title>" in html
-    assert 'let fields = ["code", "name", "open_incidents"];' in html
-
-
-def test_input_feature_collection_is_not_modified() -> None:
-    fc = grids(*L3_BOXES)
-    before = json.dumps(fc, sort_keys=True)
-
-    build_wall(fc, INCIDENTS)
-
-    assert json.dumps(fc, sort_keys=True) == before
+    assert set(lights) == {"D1", "S-1", "U-17"}
 
 
 @pytest.mark.parametrize(
@@ -186,25 +144,84 @@ def test_worst_light(lights: list[str | None], worst: str | None) -> None:
     assert worst_light(lights) == worst
 
 
-def test_grid_names_and_incident_fields_are_escaped() -> None:
-    evil = box(A, 3, 113.80, 27.65, 113.85, 27.70)
-    evil["properties"]["name"] = "<script>alert(1)</script>"
-    bad = incident("INC-<img src=x onerror=alert(2)>", A, 113.82, 27.68, "red")
-    html = render(build_wall(grids(evil), [bad]))
-
-    assert "<script>alert(1)</script>" not in html
-    assert "<img src=x onerror=alert(2)>" not in html
-    assert "\\u0026lt;script\\u0026gt;" in html  # escaped, then JSON-encoded into the page
+# --- simplification per zoom --------------------------------------------------------------------------
+def test_tolerance_is_about_a_pixel_and_halves_per_zoom() -> None:
+    assert tolerance(0) == pytest.approx(360 / 256)
+    assert tolerance(13) == pytest.approx(tolerance(12) / 2)
+    assert tolerance(12, 60.0) == pytest.approx(tolerance(12) / 2)
+    assert zoom_bucket(12.7) == 12 and zoom_bucket(-3) == 0 and zoom_bucket(99) == 22
+    assert decimals_for(tolerance(18)) == 6 and decimals_for(tolerance(5)) == 3
 
 
-def test_template_syntax_in_user_text_is_never_evaluated() -> None:
-    """branca re-compiles rendered scripts as jinja templates: user text must not reach it with braces."""
-    grids = {"type": "FeatureCollection", "features": [{
-        "type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 0]]]},
-        "properties": {"code": "430102001", "level": 1, "name": "{{ 7777*3 }}"}}]}
-    incidents = [{"id": "I{{ 8888*3 }}", "type": "fence.{{ 9999*3 }}", "state": "{% if 1 %}evaluated{% endif %}",
-                  "lat": 0.5, "lon": 0.5, "grid": "430102001", "light": "green"}]
-    html = build_wall(grids, incidents, title="{{ 6666*3 }}").get_root().render()
-    for evaluated in ("23331", "26664", "29997", "19998", "evaluated<"):
-        assert evaluated not in html
-    assert "&#123;&#123; 9999*3 &#125;&#125;" in html
+def test_fit_zoom_fits_the_box_in_the_viewport() -> None:
+    bbox = (113.78, 27.57, 113.92, 27.67)  # the sample district: ~14 km
+    z = fit_zoom(bbox)
+    assert 11 <= z <= 13
+    assert fit_zoom((113.85, 27.62, 113.8502, 27.6202)) == 22 or fit_zoom((113.85, 27.62, 113.8502, 27.6202)) > z
+    assert fit_zoom((-180, -80, 180, 80)) <= 2
+
+
+def wiggly(n: int = 400) -> Polygon:
+    import math
+
+    pts = [(113.85 + 0.01 * math.cos(2 * math.pi * i / n) * (1 + 0.0005 * (i % 2)),
+            27.62 + 0.01 * math.sin(2 * math.pi * i / n)) for i in range(n)]
+    return Polygon(pts)
+
+
+def test_simplified_geometry_drops_vertices_when_zoomed_out_and_keeps_them_zoomed_in() -> None:
+    poly = wiggly()
+
+    far, near = simplified([poly], 14)[0], simplified([poly], 22)[0]  # a 2 km wide ring: ~230 px across at zoom 14
+
+    assert len(far["coordinates"][0]) < 60 < len(near["coordinates"][0])
+    assert shape(far).is_valid and shape(far).symmetric_difference(poly).area < 0.01 * poly.area
+    assert all(len(str(c).split(".")[-1]) <= 6 for xy in near["coordinates"][0] for c in xy)
+
+
+def test_simplification_keeps_shared_edges_of_neighbours_apart_from_pixels() -> None:
+    a, b = box(0, 0, 1, 1), box(1, 0, 2, 1)
+    out = simplified([a, b], 8)
+
+    assert [shape(g).bounds for g in out] == [a.bounds, b.bounds]
+    assert simplified([], 12) == []
+
+
+def test_rounded_keeps_shapes_with_six_decimals() -> None:
+    (g,) = rounded([box(113.1234567891, 27.1, 113.2, 27.2)])
+    xs = [c[0] for c in g["coordinates"][0]]
+    assert 113.123457 in xs and 113.1234567891 not in xs
+    assert shapely.get_num_coordinates(shape(g)) == 5
+
+
+# --- the side panel -------------------------------------------------------------------------------------
+def test_the_list_is_sorted_red_yellow_green_no_light_then_newest() -> None:
+    t = datetime(2026, 11, 23, tzinfo=UTC).timestamp()
+    items = [
+        {"id": "g-old", "light": "green", "created_ts": t}, {"id": "none", "light": None, "created_ts": t + 50},
+        {"id": "r", "light": "red", "created_ts": t - 99}, {"id": "g-new", "light": "green", "created_ts": t + 10},
+        {"id": "y", "light": "yellow", "created_ts": t},
+    ]
+
+    assert [i["id"] for i in sorted(items, key=list_key)] == ["r", "y", "g-new", "g-old", "none"]
+
+
+def test_counters_count_open_yellow_red_and_escalated() -> None:
+    items = [{"light": "red", "escalated": True}, {"light": "yellow"}, {"light": "red"}, {"light": None}, {"light": "green"}]
+
+    assert counters(items) == {"open": 5, "yellow": 1, "red": 2, "escalated": 1}
+    assert counters([]) == {"open": 0, "yellow": 0, "red": 0, "escalated": 0}
+
+
+def test_heat_points_merge_close_points_and_weigh_them() -> None:
+    pts = heat_points([(113.85001, 27.62001), (113.85002, 27.62002), (113.9, 27.7)])
+
+    assert pts == [[27.62, 113.85, 2.0], [27.7, 113.9, 1.0]]
+    assert heat_points([]) == []
+
+
+def test_created_at_ties_keep_lights_first() -> None:
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    a = {"light": "green", "created_ts": (now + timedelta(hours=1)).timestamp()}
+    b = {"light": "yellow", "created_ts": now.timestamp()}
+    assert sorted([a, b], key=list_key) == [b, a]
