@@ -12,15 +12,20 @@ business.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from alerts.roles import Actor
+
+if TYPE_CHECKING:
+    from store.ports import UserRecord
 
 ROLES = ("admin", "commander", "patroller", "planner", "device")
 ALGORITHM = "HS256"
@@ -49,6 +54,11 @@ class Principal:
     role: str
     grid: str | None = None
     patroller_id: str | None = None
+
+    @classmethod
+    def of_user(cls, user: UserRecord) -> Principal:
+        """Who a stored user speaks for."""
+        return cls(user.username, user.role, user.grid_code, user.patroller_id)
 
     def actor(self, level: int | None = None) -> Actor:
         """The workflow actor of this principal (alerts.roles): a center, a patroller or the system. A
@@ -97,11 +107,29 @@ def verify_password(password_hash: str, password: str) -> bool:
         return False
 
 
-def issue_token(principal: Principal, secret: str, *, now: datetime | None = None, ttl: timedelta = TOKEN_TTL) -> str:
-    """A signed bearer token for the principal."""
+def password_tag(password_hash: str) -> str:
+    """A short digest of a stored password hash, carried in tokens (`pwd`): when the password changes, the
+    hash and so the tag change, and the tokens issued before stop working."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    """What a valid token says: who it speaks for, its id (`jti`), the password tag and its expiry."""
+
+    principal: Principal
+    token_id: str
+    password_tag: str
+    expires_at: datetime
+
+
+def issue_token(principal: Principal, secret: str, *, password_hash: str, now: datetime | None = None,
+                ttl: timedelta = TOKEN_TTL) -> str:
+    """A signed bearer token for the principal, issued against its user's current `password_hash`."""
     at = now or datetime.now(UTC)
     claims: dict[str, Any] = {"sub": principal.username, "role": principal.role, "iat": int(at.timestamp()),
-                              "exp": int((at + ttl).timestamp())}
+                              "exp": int((at + ttl).timestamp()), "jti": secrets.token_urlsafe(16),
+                              "pwd": password_tag(password_hash)}
     if principal.grid is not None:
         claims["grid"] = principal.grid
     if principal.patroller_id is not None:
@@ -111,7 +139,13 @@ def issue_token(principal: Principal, secret: str, *, now: datetime | None = Non
 
 def read_token(token: str, secret: str, *, now: datetime | None = None) -> Principal:
     """The principal of a token; AuthError when it is forged, expired or malformed."""
-    options: dict[str, Any] = {"require": ["sub", "role", "exp"]}
+    return read_claims(token, secret, now=now).principal
+
+
+def read_claims(token: str, secret: str, *, now: datetime | None = None) -> TokenClaims:
+    """The claims of a token; AuthError when it is forged, expired or malformed. Whether its user still
+    holds (same role, binding and password) and whether it was revoked is the caller's check (api.deps)."""
+    options: dict[str, Any] = {"require": ["sub", "role", "exp", "jti", "pwd"]}
     try:
         if now is not None:  # judge expiry by the runtime's clock (tests run it at fixed times)
             claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options={**options, "verify_exp": False, "verify_iat": False})
@@ -135,4 +169,13 @@ def read_token(token: str, secret: str, *, now: datetime | None = None) -> Princ
         check_user(role, grid, patroller)
     except UserError as exc:
         raise AuthError("token not valid (binding)") from exc
-    return Principal(claims["sub"], role, grid, patroller)
+    token_id, tag, exp = claims.get("jti"), claims.get("pwd"), claims.get("exp")
+    if not isinstance(token_id, str) or not isinstance(tag, str) or not token_id or len(token_id) > 64:
+        raise AuthError("token not valid (id)")
+    try:
+        if isinstance(exp, bool) or not isinstance(exp, int | float):
+            raise TypeError(exp)
+        expires_at = datetime.fromtimestamp(exp, UTC)
+    except (TypeError, ValueError, OverflowError, OSError) as exc:
+        raise AuthError("token not valid (exp)") from exc
+    return TokenClaims(Principal(claims["sub"], role, grid, patroller), token_id, tag, expires_at)

@@ -70,7 +70,8 @@ def users_token(
     database_url: DbOption = None,
 ) -> None:
     """Print a long-lived bearer token for a `device` user (a camera's or a phone app's HTTP push, which cannot
-    log in by itself). It stops working when the user is deleted (`users delete`) or changes role or binding."""
+    log in by itself). It stops working when the user is deleted (`users delete`), changes role or binding, or
+    gets a new password (`users passwd`: revokes every token of the user)."""
     from datetime import UTC, datetime, timedelta
 
     from api.auth import Principal, issue_token
@@ -85,8 +86,39 @@ def users_token(
         typer.echo(f"user {username!r}: expected an existing user of role device (people log in for 12 h tokens)", err=True)
         raise typer.Exit(2)
     settings = Settings(**({"database_url": database_url} if database_url else {}))
-    principal = Principal(user.username, user.role, user.grid_code, user.patroller_id)
-    typer.echo(issue_token(principal, settings.secret_key.get_secret_value(), ttl=timedelta(days=days), now=datetime.now(UTC)))
+    typer.echo(issue_token(Principal.of_user(user), settings.secret_key.get_secret_value(), password_hash=user.password_hash,
+                           ttl=timedelta(days=days), now=datetime.now(UTC)))
+
+
+@users_app.command("passwd")
+def users_passwd(
+    username: str,
+    password: Annotated[str, typer.Option(prompt="New password", hide_input=True, confirmation_prompt=True,
+                                          help="asked for when left out (on the command line it would show in `ps` and shell history)")] = "",
+    database_url: DbOption = None,
+) -> None:
+    """Set a user's password, keeping role and binding: every token issued before stops working (logins and
+    `users token` tokens alike)."""
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from api.auth import UserError, hash_password
+
+    try:
+        new_hash = hash_password(password)
+    except UserError as exc:
+        typer.echo(f"user {username!r}: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    store = _store(database_url)
+    try:
+        user = store.user(username)
+        if user is None:
+            typer.echo(f"user {username!r} not found", err=True)
+            raise typer.Exit(1)
+        store.save_user(dataclasses.replace(user, password_hash=new_hash), at=datetime.now(UTC))
+    finally:
+        store.close()
+    typer.echo(f"password of {username} changed; its older tokens no longer work")
 
 
 @users_app.command("delete")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from api.access import Scope, require
-from api.auth import AuthError, Principal, read_token
+from api.auth import AuthError, Principal, TokenClaims, password_tag, read_claims
 from api.errors import UnauthorizedProblem
 from api.runtime import Runtime
 
@@ -39,15 +40,26 @@ def token_of(request: Request) -> str | None:
 
 def principal_from(rt: Runtime, token: str) -> Principal:
     """The principal of a token, checked against the stored user (401 when it does not hold)."""
+    return claims_from(rt, token).principal
+
+
+def claims_from(rt: Runtime, token: str) -> TokenClaims:
+    """The claims of a token that still holds: signed, not expired, its user unchanged (same role, binding
+    and password: a deleted, changed or re-passworded user's older tokens stop working) and not revoked by
+    logging out. 401 otherwise."""
     try:
-        principal = read_token(token, rt.settings.secret_key.get_secret_value(), now=rt.now())
+        claims = read_claims(token, rt.settings.secret_key.get_secret_value(), now=rt.now())
     except AuthError as exc:
         raise UnauthorizedProblem(str(exc)) from exc
-    # the user must still exist with the same role and binding (a changed or deleted user's old tokens stop working)
+    principal = claims.principal
     user = rt.store.user(principal.username)
     if user is None or (user.role, user.grid_code, user.patroller_id) != (principal.role, principal.grid, principal.patroller_id):
         raise UnauthorizedProblem("token not valid (the user changed)")
-    return principal
+    if not hmac.compare_digest(claims.password_tag, password_tag(user.password_hash)):
+        raise UnauthorizedProblem("token not valid (the password changed)")
+    if rt.store.token_revoked(claims.token_id):
+        raise UnauthorizedProblem("token revoked (logged out)")
+    return claims
 
 
 def principal_of(request: Request, rt: RuntimeDep) -> Principal:

@@ -429,6 +429,12 @@ class Store(Protocol):
     def delete_user(self, username: str) -> bool:
         """Remove a user (its tokens stop working); True when it existed."""
 
+    def revoke_token(self, token_id: str, *, username: str, expires_at: datetime, at: datetime) -> None:
+        """Record a token as revoked until `expires_at` (idempotent); rows of tokens expired by `at` go."""
+
+    def token_revoked(self, token_id: str) -> bool:
+        """Whether the token of that id was revoked."""
+
     def dead_letter_counts(self) -> dict[str, dict[str, int]]:
         """Per reason: {"pending": n, "replayed": m} (replayed: accepted by a replay)."""
 

@@ -300,6 +300,18 @@ class PostgisRegistry:
         with self._connection() as conn:
             return conn.execute("DELETE FROM users WHERE username = %s", (username,)).rowcount > 0
 
+    def revoke_token(self, token_id: str, *, username: str, expires_at: datetime, at: datetime) -> None:
+        """Record a token as revoked until `expires_at` (idempotent); rows of tokens expired by `at` go."""
+        with self._connection() as conn:
+            conn.execute("DELETE FROM revoked_tokens WHERE expires_at <= %s", (codec.to_utc(at, "at"),))
+            conn.execute("INSERT INTO revoked_tokens (token_id, username, expires_at, revoked_at) VALUES (%s, %s, %s, %s)"
+                         " ON CONFLICT (token_id) DO NOTHING",
+                         (token_id, username, codec.to_utc(expires_at, "expires_at"), codec.to_utc(at, "at")))
+
+    def token_revoked(self, token_id: str) -> bool:
+        """Whether the token of that id was revoked."""
+        return bool(self._query("SELECT 1 FROM revoked_tokens WHERE token_id = %s", (token_id,)))
+
     def dead_letter_counts(self) -> dict[str, dict[str, int]]:
         """Per reason: {"pending": n, "replayed": m}."""
         rows = self._query(

@@ -330,6 +330,18 @@ class SqliteRegistry:
         with self._transaction() as tx:
             return tx.execute("DELETE FROM users WHERE username = ?", (username,)).rowcount > 0
 
+    def revoke_token(self, token_id: str, *, username: str, expires_at: datetime, at: datetime) -> None:
+        """Record a token as revoked until `expires_at` (idempotent); rows of tokens expired by `at` go."""
+        with self._transaction() as tx:
+            tx.execute("DELETE FROM revoked_tokens WHERE expires_at <= ?", (ts_text(at, "at"),))
+            tx.execute("INSERT INTO revoked_tokens (token_id, username, expires_at, revoked_at) VALUES (?, ?, ?, ?)"
+                       " ON CONFLICT (token_id) DO NOTHING",
+                       (token_id, username, ts_text(expires_at, "expires_at"), ts_text(at, "at")))
+
+    def token_revoked(self, token_id: str) -> bool:
+        """Whether the token of that id was revoked."""
+        return bool(self._query("SELECT 1 FROM revoked_tokens WHERE token_id = ?", (token_id,)))
+
     def dead_letter_counts(self) -> dict[str, dict[str, int]]:
         """Per reason: {"pending": n, "replayed": m}."""
         rows = self._query(

@@ -15,10 +15,10 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from api.auth import TOKEN_TTL, Principal, issue_token
+from api.auth import TOKEN_TTL, Principal
 from api.deps import COOKIE, RuntimeDep, principal_from, token_of
 from api.errors import UnauthorizedProblem
-from api.routes.auth import authenticate
+from api.routes.auth import authenticate, revoke, token_for
 
 router = APIRouter(tags=["pages"])
 
@@ -103,11 +103,11 @@ async def login(
     next: Annotated[str, Form(max_length=2000)] = "",  # noqa: A002
 ) -> Response:
     """Check the password; on success set the session cookie and go to `next` (or the role's home page)."""
-    principal = await authenticate(rt, username, password)
-    if principal is None:
+    user = await authenticate(rt, username, password)
+    if user is None:
         return _page(safe_next(next, ""), error="Username or password is wrong.", username=username, status=401)
-    token = issue_token(principal, rt.settings.secret_key.get_secret_value(), now=rt.now())
-    response = RedirectResponse(safe_next(next, HOME.get(principal.role, "/map")), status_code=303)
+    token = token_for(rt, user)
+    response = RedirectResponse(safe_next(next, HOME.get(user.role, "/map")), status_code=303)
     response.set_cookie(COOKIE, token, max_age=int(TOKEN_TTL.total_seconds()), path="/", httponly=True,
                         samesite="strict", secure=_https(request))
     return response
@@ -120,8 +120,15 @@ def _https(request: Request) -> bool:
 
 
 @router.post("/logout")
-def logout() -> Response:
-    """Forget the session cookie."""
+def logout(request: Request, rt: RuntimeDep) -> Response:
+    """Revoke the session's token (it stops working at once, even if a copy of the cookie survives) and
+    forget the cookie."""
+    token = request.cookies.get(COOKIE)
+    if token:
+        try:
+            revoke(rt, token)
+        except UnauthorizedProblem:
+            pass  # expired or already ended: nothing to revoke, the cookie goes anyway
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response

@@ -565,7 +565,8 @@
     out.className = "sheet-status";
     out.textContent = "Sending…";
     var note = $("pv-note").value.trim();
-    uploadPhotos(id, $("pv-photo").files).then(function (hashes) {
+    var files = $("pv-photo").files; // the same FileList until the selection changes
+    uploadPhotos(id, files).then(function (hashes) {
       var body = { action: action };
       if (note) body.note = note;
       if (action === "resolve" && hashes.length) body.params = { photos: hashes };
@@ -573,8 +574,9 @@
     }).then(function (r) {
       out.textContent = action + ": done (" + stateName(r && r.state) + ")";
       status(typeName(r && r.type) + " — " + action + " done.");
-      $("pv-note").value = "";
-      $("pv-photo").value = "";
+      // clear what was sent, not what was typed or picked while it was on its way (the next step's note)
+      if (detailId === id && $("pv-note").value.trim() === note) $("pv-note").value = "";
+      if (detailId === id && $("pv-photo").files === files) $("pv-photo").value = "";
       if (r && r.id) byId[r.id] = Object.assign(byId[r.id] || {}, r);
       render();
       scheduleRefresh(0);

@@ -103,12 +103,25 @@ def test_patroller_gets_an_alarm_live_and_handles_it(live_server: LiveServer, op
     expect(detail).to_be_visible()
     detail.locator('button[data-action="acknowledge"]').click()
     wait_state(live_server, incident_id, lambda i: i["state"] == "acknowledged", "the incident acknowledged")
+    # the patroller writes the resolve note and picks the photo while the arrival is still on its way:
+    # the arrival's answer must not wipe them (the request is held until both are in)
+    held: list[Any] = []
+    page.route("**/api/v1/incidents/*/actions", lambda route: held.append(route))
     detail.locator('button[data-action="arrive"]').click()
-    wait_state(live_server, incident_id, lambda i: i["arrived_at"] is not None, "the arrival recorded")
+    deadline = time.monotonic() + SERVER_TIMEOUT_S
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert held, "the arrive action was never sent"
     note = "handled on site, browser test"
     page.fill("#pv-note", note)
     page.set_input_files("#pv-photo", files=[{"name": "fixed.png", "mimeType": "image/png", "buffer": png_bytes()}])
-    detail.locator('button[data-action="resolve"]').click()
+    held[0].continue_()
+    page.unroute("**/api/v1/incidents/*/actions")
+    wait_state(live_server, incident_id, lambda i: i["arrived_at"] is not None, "the arrival recorded")
+    resolve_button = detail.locator('button[data-action="resolve"]')
+    expect(resolve_button).to_be_enabled(timeout=SERVER_TIMEOUT_S * 1000)  # the arrival's answer is in
+    assert page.input_value("#pv-note") == note, "the arrival's answer wiped the note typed meanwhile"
+    resolve_button.click()
     done = wait_state(live_server, incident_id, lambda i: i["state"] == "resolved", "the incident resolved")
     resolve = [h for h in done["history"] if h["action"] == "resolve"]
     assert resolve and note in (resolve[-1]["note"] or ""), f"resolve history: {resolve}"

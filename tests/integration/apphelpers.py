@@ -69,9 +69,12 @@ def token_headers(rt: Runtime, role: str = "admin", *, grid: str | None = None, 
     from store.ports import UserRecord
 
     name = username or f"test-{role}" + (f"-{grid}" if grid else "") + (f"-{patroller}" if patroller else "")
-    if rt.store.user(name) is None:
-        rt.store.save_user(UserRecord(name, TEST_HASH, role, grid, patroller), at=rt.now())
-    token = issue_token(Principal(name, role, grid, patroller), rt.settings.secret_key.get_secret_value(), now=rt.now())
+    user = rt.store.user(name)
+    if user is None:
+        user = UserRecord(name, TEST_HASH, role, grid, patroller)
+        rt.store.save_user(user, at=rt.now())
+    token = issue_token(Principal(name, role, grid, patroller), rt.settings.secret_key.get_secret_value(),
+                        password_hash=user.password_hash, now=rt.now())
     return {"Authorization": f"Bearer {token}"}
 
 

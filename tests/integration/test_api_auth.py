@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from api.auth import hash_password
+from api.auth import hash_password, password_tag
 from api.cli_users import ensure_demo_users
 from api.runtime import Runtime
 from store.ports import UserRecord
@@ -97,7 +97,8 @@ def test_tokens_of_changed_or_deleted_users_stop_working_and_401s_challenge(rt: 
     for claims in ({"sub": "ghost", "role": "admin", "exp": exp},  # no such user
                    {"sub": "cmd", "role": "commander", "exp": exp},  # a commander without a grid
                    {"sub": "cmd", "role": "planner", "exp": "tomorrow"}):  # a malformed expiry
-        forged = jwt.encode(claims, secret, algorithm="HS256")
+        tag = password_tag(rt.store.user("cmd").password_hash)  # type: ignore[union-attr]
+        forged = jwt.encode({**claims, "jti": "forged-1", "pwd": tag}, secret, algorithm="HS256")
         assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {forged}"}).status_code == 401, claims
 
 
@@ -135,3 +136,86 @@ def test_device_tokens_are_long_lived_bound_and_revocable(rt: Runtime, client: T
     assert runner.invoke(app, ["users", "delete", "phone-7", "--database-url", url]).exit_code == 0
     assert client.get("/ingest/osmand", params={"id": pid, **here}).status_code == 401
     assert runner.invoke(app, ["users", "delete", "phone-7", "--database-url", url]).exit_code == 1
+
+
+def _token_id(token: str) -> str:
+    import jwt
+
+    return str(jwt.decode(token, options={"verify_signature": False})["jti"])
+
+
+def test_logging_out_revokes_that_token_and_no_other(rt: Runtime, client: TestClient, clock: Clock) -> None:
+    client.headers.pop("Authorization")
+    rt.store.save_user(UserRecord("ops", hash_password("ops-secret-1"), "admin"), at=clock.now)
+    first, second = (login(client, "ops", "ops-secret-1").json()["access_token"] for _ in range(2))  # type: ignore[attr-defined]
+    bearer = {"Authorization": f"Bearer {first}"}
+    out = client.post("/api/v1/logout", headers=bearer)
+    assert out.status_code == 204, out.text
+    refused = client.get("/api/v1/me", headers=bearer)
+    assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
+    assert client.get("/api/v1/incidents", headers=bearer).status_code == 401
+    assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {second}"}).status_code == 200  # another login goes on
+    assert client.post("/api/v1/logout", headers=bearer).status_code == 401  # nothing left to revoke
+    assert client.post("/api/v1/logout").status_code == 401
+    assert rt.store.token_revoked(_token_id(first)) and not rt.store.token_revoked(_token_id(second))
+
+    # a revoked token's row is kept until the token would have expired, then pruned by a later revocation
+    clock.advance(hours=13)
+    third = login(client, "ops", "ops-secret-1").json()["access_token"]  # type: ignore[attr-defined]
+    assert client.post("/api/v1/logout", headers={"Authorization": f"Bearer {third}"}).status_code == 204
+    assert not rt.store.token_revoked(_token_id(first)) and rt.store.token_revoked(_token_id(third))
+    rt.store.revoke_token(_token_id(third), username="ops", expires_at=clock.now + timedelta(hours=1), at=clock.now)  # idempotent
+    assert rt.store.token_revoked(_token_id(third))
+
+
+def test_logging_out_of_the_pages_revokes_the_session_cookie(rt: Runtime, client: TestClient, clock: Clock) -> None:
+    client.headers.pop("Authorization")
+    rt.store.save_user(UserRecord("wall", hash_password("wall-secret-1"), "admin"), at=clock.now)
+    r = client.post("/login", data={"username": "wall", "password": "wall-secret-1"}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    session = r.cookies.get("gridwatch_token")
+    assert session
+    client.cookies.clear()
+    cookie = {"Cookie": f"gridwatch_token={session}"}
+    assert client.get("/api/v1/me", headers=cookie).status_code == 200
+    out = client.post("/logout", headers=cookie, follow_redirects=False)
+    assert out.status_code == 303 and out.headers["location"] == "/login"
+    assert "gridwatch_token=" in out.headers["set-cookie"] and "Max-Age=0" in out.headers["set-cookie"]
+    # a copy of the cookie kept elsewhere is dead too
+    assert client.get("/api/v1/me", headers=cookie).status_code == 401
+    page = client.get("/map", headers=cookie, follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"].startswith("/login")
+    assert client.post("/logout", headers=cookie, follow_redirects=False).status_code == 303  # twice is harmless
+
+
+def test_a_new_password_ends_every_older_token(rt: Runtime, client: TestClient, clock: Clock) -> None:
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    client.headers.pop("Authorization")
+    url, runner = rt.store.url, CliRunner()
+    env = {"GRIDWATCH_SECRET_KEY": rt.settings.secret_key.get_secret_value()}
+    rt.store.save_user(UserRecord("ops", hash_password("ops-secret-1"), "admin"), at=clock.now)
+    rt.store.save_user(UserRecord("cam-gw", hash_password("cam-secret-1"), "device"), at=clock.now)
+    person = {"Authorization": f"Bearer {login(client, 'ops', 'ops-secret-1').json()['access_token']}"}  # type: ignore[attr-defined]
+    made = runner.invoke(app, ["users", "token", "cam-gw", "--database-url", url], env=env)
+    assert made.exit_code == 0, made.output
+    device = {"Authorization": f"Bearer {made.output.strip()}"}
+    assert client.get("/api/v1/me", headers=person).status_code == 200
+    assert client.get("/api/v1/me", headers=device).status_code == 200
+
+    for name, new in (("ops", "ops-secret-2"), ("cam-gw", "cam-secret-2")):
+        changed = runner.invoke(app, ["users", "passwd", name, "--database-url", url], input=f"{new}\n{new}\n")
+        assert changed.exit_code == 0 and "older tokens no longer work" in changed.output, changed.output
+    for headers in (person, device):
+        refused = client.get("/api/v1/me", headers=headers)
+        assert refused.status_code == 401 and "password changed" in refused.json()["detail"]
+    user = rt.store.user("ops")
+    assert user is not None and user.role == "admin"  # role and binding kept
+    assert login(client, "ops", "ops-secret-1").status_code == 401  # type: ignore[attr-defined]
+    fresh = login(client, "ops", "ops-secret-2").json()["access_token"]  # type: ignore[attr-defined]
+    assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
+    assert runner.invoke(app, ["users", "passwd", "nobody", "--password", "long-enough-1", "--database-url", url]).exit_code == 1
+    short = runner.invoke(app, ["users", "passwd", "ops", "--password", "short", "--database-url", url])
+    assert short.exit_code == 2 and "at least 8" in short.output

@@ -15,6 +15,8 @@ from api.auth import (
     grid_level,
     hash_password,
     issue_token,
+    password_tag,
+    read_claims,
     read_token,
     verify_password,
 )
@@ -36,7 +38,7 @@ def test_passwords_are_argon2_hashes_that_verify() -> None:
 
 def test_tokens_round_trip_and_refuse_forgery_expiry_and_bad_roles() -> None:
     p = Principal("street", "commander", grid="430102001")
-    token = issue_token(p, SECRET, now=T0)
+    token = issue_token(p, SECRET, password_hash="$argon2id$hash-1", now=T0)
     assert read_token(token, SECRET, now=T0 + timedelta(hours=1)) == p
     with pytest.raises(AuthError, match="expired"):
         read_token(token, SECRET, now=T0 + timedelta(hours=13))
@@ -44,12 +46,31 @@ def test_tokens_round_trip_and_refuse_forgery_expiry_and_bad_roles() -> None:
         read_token(token, "another-secret-of-some-length-12345", now=T0)
     with pytest.raises(AuthError):
         read_token("garbage", SECRET, now=T0)
-    forged = jwt.encode({"sub": "x", "role": "god", "exp": int((T0 + timedelta(hours=1)).timestamp())}, SECRET, algorithm="HS256")
+    forged = jwt.encode({"sub": "x", "role": "god", "exp": int((T0 + timedelta(hours=1)).timestamp()), "jti": "j", "pwd": "t"},
+                        SECRET, algorithm="HS256")
     with pytest.raises(AuthError, match="role"):
         read_token(forged, SECRET, now=T0)
     unsigned = jwt.encode({"sub": "x", "role": "admin", "exp": 9999999999}, None, algorithm="none")
     with pytest.raises(AuthError):
         read_token(unsigned, SECRET, now=T0)
+
+
+def test_tokens_carry_an_id_and_the_tag_of_the_password_they_were_issued_against() -> None:
+    p = Principal("ops", "admin")
+    first, second = (read_claims(issue_token(p, SECRET, password_hash="$argon2id$hash-1", now=T0), SECRET, now=T0)
+                     for _ in range(2))
+    assert first.principal == second.principal == p
+    assert first.token_id != second.token_id and len(first.token_id) >= 16  # each login is revocable alone
+    assert first.password_tag == password_tag("$argon2id$hash-1") != password_tag("$argon2id$hash-2")
+    assert "hash-1" not in first.password_tag
+    assert first.expires_at == T0 + timedelta(hours=12)
+    exp = int((T0 + timedelta(hours=1)).timestamp())
+    for claims, what in (({"sub": "ops", "role": "admin", "exp": exp, "pwd": "t"}, "jti"),
+                         ({"sub": "ops", "role": "admin", "exp": exp, "jti": "j"}, "pwd"),
+                         ({"sub": "ops", "role": "admin", "exp": exp, "jti": 7, "pwd": "t"}, "id"),
+                         ({"sub": "ops", "role": "admin", "exp": 1e300, "jti": "j", "pwd": "t"}, "exp")):
+        with pytest.raises(AuthError, match="not valid"):
+            read_claims(jwt.encode(claims, SECRET, algorithm="HS256"), SECRET, now=T0)
 
 
 def test_principals_map_to_workflow_actors() -> None:
