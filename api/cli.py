@@ -159,10 +159,34 @@ def _wait(duration: float | None, stop: threading.Event) -> None:
     stop.wait(duration)
 
 
-def _serve_http(app_, host: str, port: int):
+GRACEFUL_SHUTDOWN_S = 10
+"""How long a stopping server waits for requests still running (live streams are ended at once)."""
+
+
+def _http_server(app_, host: str, port: int, log_level: str):  # noqa: ANN001, ANN202
+    """A uvicorn server that, when told to stop, first ends the app's live streams (EventHub.close): an open
+    map wall would otherwise hold the shutdown (uvicorn waits for every response to finish)."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning", lifespan="on"))
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            end_streams(app_)
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(app_, host=host, port=port, log_level=log_level, lifespan="on",
+                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    return Server(config)
+
+
+def end_streams(app_) -> None:  # noqa: ANN001
+    """End the live streams of an app whose runtime is up (see EventHub.close)."""
+    rt = getattr(app_.state, "runtime", None)
+    if rt is not None:
+        rt.hub.close()
+
+
+def _serve_http(app_, host: str, port: int):
+    server = _http_server(app_, host, port, "warning")
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     thread = threading.Thread(target=server.run, name="http", daemon=True)
     thread.start()
@@ -180,8 +204,6 @@ def serve(
     no_ingest: Annotated[bool, typer.Option("--no-ingest", help="API only; no MQTT worker")] = False,
 ) -> None:
     """Run the API and map (and the ingest worker unless --no-ingest) against the configured store and broker."""
-    import uvicorn
-
     from api.app import create_app
 
     _logging(verbose)
@@ -190,7 +212,13 @@ def serve(
         settings.check_secret()
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    uvicorn.run(create_app(settings, with_ingest=not no_ingest), host=settings.api_host, port=settings.api_port, log_level="info")
+    server = _http_server(create_app(settings, with_ingest=not no_ingest), settings.api_host, settings.api_port, "info")
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down for
+        pass
+    if not server.started:  # e.g. the port is taken (uvicorn logged why)
+        raise typer.Exit(3)
 
 
 @app.command()
@@ -303,6 +331,7 @@ def demo(
         if sim is not None:
             sim.stop()
         if server is not None:
+            end_streams(server.config.app)
             server.should_exit = True
         rt.close()
         broker.stop()

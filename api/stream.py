@@ -50,7 +50,8 @@ class Subscriber:
     kinds: frozenset[str]
     allow: Callable[[str, dict[str, Any], set[str]], bool] | None = None
     """The access filter of the subscriber's login (api.access.Scope.event_filter): (kind, payload, codes) → send?"""
-    queue: asyncio.Queue[tuple[str, dict[str, Any]]] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    """Events to send; None ends the stream (the server is stopping)."""
     dropped: int = 0
 
     def wants(self, kind: str, codes: set[str], body: dict[str, Any] | None = None) -> bool:
@@ -60,7 +61,7 @@ class Subscriber:
             return False
         return self.allow is None or self.allow(kind, body or {}, codes)
 
-    def offer(self, item: tuple[str, dict[str, Any]]) -> None:
+    def offer(self, item: tuple[str, dict[str, Any]] | None) -> None:
         """Runs on the subscriber's loop: enqueue, dropping the oldest event when full."""
         if self.queue.full():
             self.queue.get_nowait()
@@ -75,6 +76,7 @@ class EventHub:
         self._subs: set[Subscriber] = set()
         self._lock = threading.Lock()
         self.published = 0
+        self.closed = False
 
     def subscribe(self, grid: str | None = None, kinds: frozenset[str] = frozenset(),
                   allow: Callable[[str, dict[str, Any], set[str]], bool] | None = None) -> Subscriber:
@@ -86,6 +88,22 @@ class EventHub:
     def unsubscribe(self, sub: Subscriber) -> None:
         with self._lock:
             self._subs.discard(sub)
+
+    def close(self) -> int:
+        """End every open stream, and any opened from now on (the server is stopping: an open stream would
+        hold the shutdown for as long as a wall stays open). Each ends cleanly and its browser reconnects
+        to whichever server answers next. Any thread; returns how many streams were told."""
+        with self._lock:
+            self.closed = True
+            subs = list(self._subs)
+        for sub in subs:
+            try:
+                sub.loop.call_soon_threadsafe(sub.offer, None)
+            except RuntimeError:  # its loop is closed: the client is gone
+                self.unsubscribe(sub)
+        if subs:
+            logger.info("ended %d live stream(s): the server is stopping", len(subs))
+        return len(subs)
 
     def publish(self, topic: str, payload: bytes | dict[str, Any]) -> int:
         """Offer one published notification to the matching streams (any thread); returns how many."""
@@ -116,23 +134,29 @@ async def sse(sub: Subscriber, hub: EventHub, *, heartbeat: float = 15.0,
     """The text/event-stream body of one subscriber (heartbeat comments keep proxies from closing it).
 
     `still_allowed` is asked again at least every `heartbeat` seconds (the login may have expired, been
-    deleted or changed role): when it says no, the stream ends with an `event: logout`.
+    deleted or changed role): when it says no, the stream ends with an `event: logout`. It also ends,
+    without an event, when the hub closes (EventHub.close: the server is stopping).
     """
     loop = asyncio.get_running_loop()
     checked = loop.time()
     try:
         yield b": gridwatch stream\nretry: 3000\n\n"
         while True:
+            if hub.closed and sub.queue.empty():  # what was queued still goes out
+                return
             if still_allowed is not None and loop.time() - checked >= heartbeat:
                 checked = loop.time()
                 if not await still_allowed():
                     yield b"event: logout\ndata: {}\n\n"
                     return
             try:
-                kind, body = await asyncio.wait_for(sub.queue.get(), timeout=heartbeat)
+                item = await asyncio.wait_for(sub.queue.get(), timeout=heartbeat)
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue
+            if item is None:
+                return
+            kind, body = item
             if sub.dropped:
                 yield f"event: lagged\ndata: {json.dumps({'dropped': sub.dropped})}\n\n".encode()
                 sub.dropped = 0

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -129,9 +130,25 @@ def test_serve_and_two_ingest_workers_share_the_load(pg_url: str, mosquitto: Mos
         assert sum(i["alarm_count"] for i in items) == 200
         served = httpx.get(f"{base}/healthz").json()["ingest"]["alarms_stored"]
         assert 0 < served < 200, "the shared subscription should split the messages between the two workers"
+
+        # a map wall stays connected to the live stream: stopping serve must end it, not wait for it
+        stream_chunks: list[bytes] = []
+        stream_ended = threading.Event()
+
+        def watch() -> None:
+            with httpx.stream("GET", f"{base}/api/v1/stream", headers=auth, timeout=httpx.Timeout(10, read=None)) as r:
+                for chunk in r.iter_bytes():
+                    stream_chunks.append(chunk)
+            stream_ended.set()
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        _poll(lambda: stream_chunks, 30, "the live stream to open")
     finally:
         codes = [_stop(proc) for proc in procs]
         for log in logs:
             log.close()
         store.close()
     assert codes == [0, 0], [(tmp_path / f"{n}.log").read_text()[-2000:] for n in ("serve", "ingest")]
+    assert stream_ended.wait(30), "the live stream did not end when serve stopped"
+    assert "ended 1 live stream(s)" in (tmp_path / "serve.log").read_text()

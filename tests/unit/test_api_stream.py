@@ -81,6 +81,26 @@ def test_a_stream_ends_with_logout_once_its_login_is_no_longer_valid() -> None:
     assert len(checks) == 2
 
 
+def test_closing_the_hub_ends_open_and_new_streams_so_a_shutdown_is_not_held() -> None:
+    async def run() -> tuple[list[bytes], list[bytes], int]:
+        hub = EventHub()
+        sub = hub.subscribe()
+        stream = sse(sub, hub, heartbeat=60)  # no heartbeat would end it within the test
+        hello = await stream.__anext__()
+        hub.publish(f"gridwatch/grids/{G}/incidents", {"id": "INC-1", "grid": G})
+        told = await asyncio.to_thread(hub.close)  # from another thread, like a signal handler's
+        rest = [chunk async for chunk in stream]
+        assert sub not in hub._subs
+        late = [chunk async for chunk in sse(hub.subscribe(), hub, heartbeat=60)]  # opened while stopping
+        return [hello, *rest], late, told
+
+    chunks, late, told = asyncio.run(run())
+    assert told == 1
+    assert chunks[0].startswith(b": gridwatch stream")
+    assert len(chunks) == 2 and json.loads(chunks[1].split(b"data: ")[1])["id"] == "INC-1"  # what was queued still goes out
+    assert len(late) == 1 and late[0].startswith(b": gridwatch stream")
+
+
 def test_scoped_subscribers_get_only_the_events_of_their_login() -> None:
     from api.access import Scope
     from api.auth import Principal
