@@ -3,6 +3,9 @@ render, an alarm published over MQTT shows up live (no reload), a popup action c
 and a street commander's wall stays inside its subtree. Every page ends with zero console errors, page errors
 and failed requests (checked by the `open_page` fixture, which also saves a screenshot).
 
+Also: the wall recovers from a server restart (its feed ends, a proxy answers 502 meanwhile) and catches up
+on what it missed; the heatmap toggle and its type filter.
+
 Hooks of the page: `window.gridwatch = {ready, level, shownGrids, incidents: {id: {...}}, lastEventAt,
 drill(code) → Promise, timings: {firstRender}}`.
 """
@@ -193,3 +196,92 @@ def test_street_commander_wall_shows_only_its_subtree(live_server: LiveServer, o
     assert not page.evaluate("(id) => id in window.gridwatch.incidents", other), "an incident of another street reached the wall"
     assert page.locator(f'#gw-incidents li[data-incident-id="{other}"]').count() == 0
     assert rec.loads == loads and same_document(page, token), "the page reloaded"
+
+
+def test_the_wall_recovers_from_a_server_restart_and_catches_up(live_server: LiveServer, open_page: Any) -> None:
+    """The live feed drops (the server ends its streams, as when it stops) and a proxy answers 502 while it is
+    away: the wall says it is reconnecting, keeps trying, and once the server answers again it streams again
+    and shows what arrived meanwhile, without a reload."""
+    import re
+
+    from api.stream import EventHub
+
+    page = open_page()
+    rec = open_page.recorder(page)
+    rec.allow(r"EventSource|502")  # the refused reconnections, expected here
+    login(page, live_server.base_url, "admin", live_server.password)
+    wait_ready(page)
+    loads, token = rec.loads, mark_document(page)
+
+    stream_url = re.compile(r"/api/v1/stream(\?|$)")
+    refused: list[str] = []
+
+    def bad_gateway(route: Any) -> None:
+        refused.append(route.request.url)
+        route.fulfill(status=502, content_type="text/plain", body="gridwatch is restarting")
+
+    wait_for(lambda: live_server.rt.hub._subs or None, SERVER_TIMEOUT_S, "the wall's live stream")
+    page.route(stream_url, bad_gateway)
+    old_hub, live_server.rt.hub = live_server.rt.hub, EventHub()  # a restarted server starts with a fresh hub
+    assert old_hub.close() >= 1, "the wall had no open stream"
+    expect(page.locator("#gw-status")).to_contain_text("reconnecting", timeout=SERVER_TIMEOUT_S * 1000)
+
+    # an alarm while the wall's feed is down
+    device = live_server.fresh_device(kind="fence")
+    lon, lat = live_server.grid_point(device.grid_code)
+    missed = live_server.wait_incident(device.id, live_server.publish_alarm(device.id, lon=lon, lat=lat))
+    deadline = time.monotonic() + SERVER_TIMEOUT_S
+    while len(refused) < 2 and time.monotonic() < deadline:  # the browser's own retry, then the wall's reopen
+        page.wait_for_timeout(100)
+    assert len(refused) >= 2, f"the wall stopped trying to reconnect: {refused}"
+
+    page.unroute(stream_url)
+    page.wait_for_function("(id) => id in window.gridwatch.incidents", arg=missed, timeout=LIVE_TIMEOUT_S * 1000)
+    expect(page.locator(f'#gw-incidents li[data-incident-id="{missed}"]')).to_be_visible(timeout=LIVE_TIMEOUT_S * 1000)
+    expect(page.locator("#gw-status")).not_to_contain_text("reconnecting", timeout=LIVE_TIMEOUT_S * 1000)
+
+    # and it is live again: the next alarm arrives as an event
+    before_ms = page.evaluate("() => Date.now()")
+    wait_for(lambda: live_server.rt.hub._subs or None, SERVER_TIMEOUT_S, "the wall's new stream")
+    other = live_server.fresh_device(kind="fence")
+    o_lon, o_lat = live_server.grid_point(other.grid_code)
+    t_pub = time.monotonic()
+    msg = live_server.publish_alarm(other.id, lon=o_lon, lat=o_lat)
+    assert wait_incident_in_wall(page, other.id, t_pub) == live_server.wait_incident(other.id, msg)
+    assert page.evaluate("() => window.gridwatch.lastEventAt") >= before_ms, "no live event after the reconnection"
+    assert rec.loads == loads and same_document(page, token), "the page reloaded to recover"
+
+
+def test_the_heatmap_shows_the_last_30_days_by_type(live_server: LiveServer, open_page: Any) -> None:
+    import re
+
+    device = live_server.fresh_device(kind="fence")
+    lon, lat = live_server.grid_point(device.grid_code)
+    live_server.wait_incident(device.id, live_server.publish_alarm(device.id, lon=lon, lat=lat))
+    page = open_page()
+    login(page, live_server.base_url, "admin", live_server.password)
+    wait_ready(page)
+    api = live_server.api("admin")
+    heat_layer = page.locator("canvas.leaflet-heatmap-layer")
+    assert heat_layer.count() == 0
+
+    page.check("#gw-heat-toggle")
+    expect(page.locator("#gw-status")).to_contain_text("heatmap:", timeout=SERVER_TIMEOUT_S * 1000)
+    every = api.get("/api/v1/wall/heatmap", params={"days": 30}).json()
+    assert every["count"] >= 1 and every["types"], every
+    expect(page.locator("#gw-status")).to_have_text(f"heatmap: {every['count']} incidents in 30 days")
+    expect(heat_layer).to_have_count(1)
+    offered = page.locator("#gw-heat-type option").evaluate_all("os => os.map(o => [o.value, o.textContent])")
+    assert offered == [["", "all types"], *[[t["type"], f"{t['type']} ({t['count']})"] for t in every["types"]]]
+
+    kind = every["types"][0]["type"]
+    page.select_option("#gw-heat-type", kind)
+    one = api.get("/api/v1/wall/heatmap", params={"days": 30, "type": kind}).json()
+    assert one["count"] == every["types"][0]["count"]
+    expect(page.locator("#gw-status")).to_have_text(f"heatmap: {one['count']} incidents in 30 days")
+    expect(heat_layer).to_have_count(1)
+    assert page.input_value("#gw-heat-type") == kind
+
+    page.uncheck("#gw-heat-toggle")
+    expect(heat_layer).to_have_count(0)
+    assert re.fullmatch(r"heatmap: \d+ incidents in 30 days|", page.locator("#gw-status").text_content() or "")
