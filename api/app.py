@@ -48,6 +48,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None, *, with_inges
             rt.run_sla()  # lights, reminders and escalation
         if own and with_ingest:
             rt.start_ingest()
+        if own and settings.mqtt_url:
+            rt.start_events()  # every process's events reach this one's live streams
         try:
             yield
         finally:

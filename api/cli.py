@@ -294,6 +294,7 @@ def demo(
     server = sim = None
     try:
         rt.start_ingest(broker_url)
+        rt.start_events(broker_url)
         server, _ = _serve_http(create_app(settings, rt), settings.api_host, settings.api_port)
         sim = Simulator(list(rt.devices.values()), rt.patrollers, broker_url, rate=rate, seed=int(time.time()), protocol=protocol,
                         telemetry_share=0.2)

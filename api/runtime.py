@@ -21,6 +21,7 @@ from alerts.outbox import OutboxRelay
 from alerts.regrid import regrid_in
 from alerts.routing import Router
 from alerts.views import incident_dict
+from api.feed import EventFeed
 from api.periodic import Periodic
 from api.settings import Settings
 from api.stream import EventHub
@@ -110,6 +111,7 @@ class Runtime:
         self._stager = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grid-stage")
         self._neighbours: dict[int, dict[str, tuple[str, ...]]] = {}
         self.hub = EventHub()
+        self.feed: EventFeed | None = None  # the hub's feed from the broker (start_events); None: local offers
         self.arrivals = ArrivalTracker()
         self.presence = GridPresence()
         self._old_indexes: dict[int, tuple[GridIndex, dict[str, Grid]]] = {}
@@ -458,7 +460,13 @@ class Runtime:
                 chain[f"l{grid.level}"] = code
                 code = grid.parent_code
             body["grid_code"], body["route"] = device.grid_code, chain
-        self._offer(f"gridwatch/devices/{device_id}/state", json.dumps(body).encode())
+        topic, payload = f"gridwatch/grids/{body.get('grid_code') or 'unplaced'}/devices", json.dumps(body).encode()
+        if self.worker is not None:  # a live event, not a notification: no outbox, and dropped when the window is full
+            try:
+                self.worker.publish(topic, payload, qos=1, timeout=0)
+            except Exception as exc:  # noqa: BLE001 - the state is stored; only the live event is lost
+                logger.warning("device %s: state event not published (%s)", device_id, exc)
+        self._offer(topic, payload)
 
     def run_health(self, interval: float | None = None) -> None:
         """Run the health sweep in a thread every `interval` seconds (Settings.health_sweep_seconds)."""
@@ -734,8 +742,30 @@ class Runtime:
         self.worker.publish(topic, payload, qos=1)
         self._offer(topic, payload)
 
+    def start_events(self, mqtt_url: str | None = None) -> EventFeed:
+        """Feed the live stream from the broker (api.feed): every process's events, not just this one's.
+        From then on this process offers nothing locally (its own events come back the same way)."""
+        url = mqtt_url or self.settings.mqtt_url
+        if url is None:
+            raise ValueError("no broker: set GRIDWATCH_MQTT_URL (or run `gridwatch demo` for the embedded broker)")
+        if self.feed is None:
+            feed = EventFeed(url, lambda topic, payload: self.hub.publish(topic, payload), lambda why: self.hub.gap(why),
+                             client_id=self.settings.mqtt_client_id, protocol=self.settings.mqtt_protocol)
+            feed.start()
+            self.feed = feed
+        return self.feed
+
+    def stop_events(self) -> None:
+        """Stop the broker feed of the live stream."""
+        if self.feed is not None:
+            self.feed.stop()
+            self.feed = None
+
     def _offer(self, topic: str, payload: bytes) -> None:
-        """Hand a published notification to the live stream (never fails the publish)."""
+        """Hand a published notification to the live stream (never fails the publish); with a broker feed
+        running, the feed does (the broker sends it back)."""
+        if self.feed is not None:
+            return
         try:
             self.hub.publish(topic, payload)
         except Exception:
@@ -769,5 +799,6 @@ class Runtime:
         self.stop_sla()
         self.stop_watching()
         self._stager.shutdown(wait=False, cancel_futures=True)
+        self.stop_events()
         self.stop_ingest()
         self.store.close()

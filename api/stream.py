@@ -25,12 +25,10 @@ def event_of(topic: str, payload: dict[str, Any]) -> tuple[str, str | None] | No
     """(event kind, grid code) of a published notification; None for topics the stream does not carry."""
     parts = topic.split("/")
     if len(parts) == 4 and parts[0] == "gridwatch" and parts[1] == "grids":
-        kind = {"incidents": "incident", "patrollers": "patroller"}.get(parts[3])
+        kind = {"incidents": "incident", "patrollers": "patroller", "devices": "device"}.get(parts[3])
         return (kind, parts[2]) if kind else None
     if len(parts) == 5 and parts[0] == "gridwatch" and parts[1] == "centers":
         return "center", parts[3]
-    if len(parts) == 4 and parts[0] == "gridwatch" and parts[1] == "devices" and parts[3] == "state":
-        return "device", None  # the device's grid chain is in the payload's route
     return None
 
 
@@ -103,6 +101,18 @@ class EventHub:
                 self.unsubscribe(sub)
         if subs:
             logger.info("ended %d live stream(s): the server is stopping", len(subs))
+        return len(subs)
+
+    def gap(self, reason: str) -> int:
+        """Tell every open stream that events may have been missed (`event: lagged`: its page reloads what it
+        shows). Any thread; returns how many streams were told."""
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            try:
+                sub.loop.call_soon_threadsafe(sub.offer, ("lagged", {"dropped": 0, "reason": reason}))
+            except RuntimeError:  # its loop is closed: the client is gone
+                self.unsubscribe(sub)
         return len(subs)
 
     def publish(self, topic: str, payload: bytes | dict[str, Any]) -> int:

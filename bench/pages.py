@@ -183,6 +183,8 @@ def serve(store_url: str, data_dir: Path, mqtt_url: str | None = None, **setting
             rt.start_ingest()
             if not rt.worker.wait_connected(15):
                 raise RuntimeError("the ingest worker did not connect")
+            if not rt.start_events().is_subscribed:  # the wall's events come back through the broker, as in `serve`
+                raise RuntimeError("the live stream's feed did not subscribe")
         app = create_app(settings, rt)
         app.add_api_route("/bench/blank", lambda: HTMLResponse(BLANK_PAGE), include_in_schema=False)
         server = ServerThread(app).start()

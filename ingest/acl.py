@@ -73,6 +73,7 @@ SERVICE_WRITE: tuple[str, ...] = (
     f"{ROOT}/patrollers/+/alerts",  # a patroller's incidents
     f"{ROOT}/grids/+/incidents",  # incident events of a grid
     f"{ROOT}/grids/+/patrollers",  # patrollers entering / leaving a grid (geofence)
+    f"{ROOT}/grids/+/devices",  # device state changes, for the live stream (api.feed)
     f"{ROOT}/centers/+/+/incidents",  # escalation and supervision of a command center
 )
 """Every outbound topic of the service (alerts.intake, alerts.actions, alerts.escalation, api.runtime)."""

@@ -349,6 +349,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, browser_mosquitto: Any
     rt.start_ingest()
     try:
         assert rt.worker.wait_connected(10), "the ingest worker did not connect to Mosquitto"
+        assert rt.start_events().is_subscribed, "the live stream's feed did not subscribe"  # as `serve` runs
         server = ServerThread(create_app(settings, rt)).start()
         live = LiveServer(server.base_url, rt, browser_mosquitto, base / "data")
         try:

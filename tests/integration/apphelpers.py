@@ -105,8 +105,8 @@ def client_for(rt: Runtime, *, raise_server_exceptions: bool = True, role: str |
 
 @contextmanager
 def ingesting(store: Store, mqtt_url: str, name: str, **settings: Any) -> Iterator[Runtime]:
-    """A runtime over `store` with its MQTT ingest worker running against `mqtt_url` (a client id of its own,
-    starting with `name`), stopped on exit."""
+    """A runtime over `store` with its MQTT ingest worker and its live stream's broker feed running against
+    `mqtt_url` (a client id of its own, starting with `name`), stopped on exit."""
     import uuid
 
     config = Settings(_env_file=None, database_url="postgresql://unused", mqtt_url=mqtt_url,
@@ -115,9 +115,11 @@ def ingesting(store: Store, mqtt_url: str, name: str, **settings: Any) -> Iterat
     rt = Runtime(config, store)
     rt.start_ingest()
     assert rt.worker is not None and rt.worker.wait_connected(10), f"the ingest worker did not connect to {mqtt_url}"
+    assert rt.start_events().is_subscribed, f"the live stream's feed did not subscribe at {mqtt_url}"  # like `serve`
     try:
         yield rt
     finally:
+        rt.stop_events()
         rt.stop_ingest()
 
 

@@ -18,7 +18,8 @@ def test_topics_map_to_event_kinds() -> None:
     assert event_of(f"gridwatch/grids/{G}/patrollers", {}) == ("patroller", G)
     assert event_of("gridwatch/centers/2/430102001001/incidents", {}) == ("center", "430102001001")
     assert event_of("gridwatch/patrollers/P1/alerts", {}) is None  # phones' own topic: not broadcast
-    assert event_of("gridwatch/devices/cam-1/state", {}) == ("device", None)  # its grids are in the payload's route
+    assert event_of("gridwatch/grids/430102001001001/devices", {}) == ("device", "430102001001001")
+    assert event_of("gridwatch/devices/cam-1/state", {}) is None  # a device may publish there: never a live event
     assert event_of("gridwatch/devices/cam-1/alarm", {}) is None
 
 

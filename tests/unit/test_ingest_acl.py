@@ -110,7 +110,8 @@ def test_acl_file_rules() -> None:
         "topic read gridwatch/#", "topic read frigate/#", "topic read zigbee2mqtt/#", "topic read homeassistant/#",
         "topic read dahua/#", "topic read onvif/#", "topic read hikvision/#", "topic read owntracks/#",
         "topic write gridwatch/patrollers/+/alerts", "topic write gridwatch/grids/+/incidents",
-        "topic write gridwatch/grids/+/patrollers", "topic write gridwatch/centers/+/+/incidents",
+        "topic write gridwatch/grids/+/patrollers", "topic write gridwatch/grids/+/devices",
+        "topic write gridwatch/centers/+/+/incidents",
     ]
     assert b["dev-a"] == ["topic write gridwatch/devices/dev-a/#"]
     # a fence alarm host publishes on gridwatch/devices/<host>/fence: one user per host
