@@ -170,7 +170,9 @@ def _http_server(app_, host: str, port: int, log_level: str):  # noqa: ANN001, A
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: object) -> None:
-            end_streams(app_)
+            # a signal handler runs on the event loop's thread, which may be inside the hub's lock right now
+            # (a stream opening or ending): close the hub from another thread instead of waiting here
+            threading.Thread(target=end_streams, args=(app_,), name="end-streams", daemon=True).start()
             super().handle_exit(sig, frame)
 
     config = uvicorn.Config(app_, host=host, port=port, log_level=log_level, lifespan="on",

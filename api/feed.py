@@ -6,9 +6,11 @@ them all, not just the ones it handled itself, so the process subscribes to the 
 topics and offers what it hears to its EventHub. While the feed runs, the runtime offers nothing
 locally (its own events come back through the broker like everyone else's: each arrives once).
 
-The topics are ones only the service user may publish (ingest.acl.SERVICE_WRITE): a device cannot
-put an event on a wall. When the feed reconnects after losing the broker, every open stream is told
-(`event: lagged`) so that its page reloads what it may have missed.
+The topics are ones only the service user may publish (ingest.acl.SERVICE_WRITE): with the broker's ACL
+in force (`gridwatch devices export-acl`), a device cannot put an event on a wall; a broker without it
+(the demo's embedded one) trusts every client. When the feed (re)connects, every open stream is told
+(`event: lagged`) so that its page reloads what it may have missed. Delivery between processes is at
+least once (an outbox sweep may send a notification again): the pages key what they show by id.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class EventFeed:
         self.client_id = f"{client_id}-events-{uuid.uuid4().hex[:8]}"
         self.received = 0
         self.connects = 0
+        self.refused = False  # the broker refused every topic (the service user's ACL): the feed hears nothing
+        self._stopping = False
         self._subscribed = threading.Event()
         self._v5 = protocol == "5"
         kwargs: dict[str, Any] = {"protocol": mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311}
@@ -78,8 +82,16 @@ class EventFeed:
 
     def stop(self) -> None:
         """Disconnect and stop the network thread."""
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
+
+    def publish(self, topic: str, payload: bytes) -> bool:
+        """Publish a live event on this connection (QoS 1, never blocks; paho queues it while reconnecting):
+        a process without an ingest worker (`serve --no-ingest`) still tells every wall. False if paho
+        refused it."""
+        info = self._client.publish(topic, payload, qos=1)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS or info.rc == mqtt.MQTT_ERR_NO_CONN
 
     @property
     def is_subscribed(self) -> bool:
@@ -93,20 +105,24 @@ class EventFeed:
             return
         self.connects += 1
         client.subscribe([(t, 1) for t in STREAM_TOPICS])
-        if self.connects > 1:  # events published while we were away are gone: the pages reload theirs
-            told = self._on_gap("the server's event feed reconnected")
-            logger.info("live stream feed: reconnected to %s; %d stream(s) told to reload", self.address.redacted, told)
+        # events published while we were not subscribed (a reconnection, or a slow first connection while
+        # pages were already open) are gone: the pages reload theirs
+        told = self._on_gap("the server's event feed (re)connected")
+        if told:
+            logger.info("live stream feed: connected to %s; %d stream(s) told to reload", self.address.redacted, told)
 
     def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: list[ReasonCode], _props: Any) -> None:
         refused = [(t, str(r)) for t, r in zip(STREAM_TOPICS, reasons, strict=False) if r.is_failure]
         if refused:
             logger.error("live stream feed: broker %s refused %s (the service user's ACL must allow reading them)",
                          self.address.redacted, refused)
+        self.refused = len(refused) == len(STREAM_TOPICS)
         self._subscribed.set()
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any) -> None:
         self._subscribed.clear()
-        logger.warning("live stream feed: lost %s (%s); reconnecting", self.address.redacted, reason)
+        if not self._stopping:
+            logger.warning("live stream feed: lost %s (%s); reconnecting", self.address.redacted, reason)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.received += 1

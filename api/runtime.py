@@ -461,12 +461,17 @@ class Runtime:
                 code = grid.parent_code
             body["grid_code"], body["route"] = device.grid_code, chain
         topic, payload = f"gridwatch/grids/{body.get('grid_code') or 'unplaced'}/devices", json.dumps(body).encode()
-        if self.worker is not None:  # a live event, not a notification: no outbox, and dropped when the window is full
-            try:
-                self.worker.publish(topic, payload, qos=1, timeout=0)
-            except Exception as exc:  # noqa: BLE001 - the state is stored; only the live event is lost
-                logger.warning("device %s: state event not published (%s)", device_id, exc)
-        self._offer(topic, payload)
+        published = False  # a live event, not a notification: no outbox
+        try:
+            if self.worker is not None:
+                self.worker.publish(topic, payload, qos=1, timeout=0)  # MqttPublishError when the window is full
+                published = True
+            elif self.feed is not None:  # serve --no-ingest: the feed's own connection
+                published = self.feed.publish(topic, payload)
+        except Exception as exc:  # noqa: BLE001 - the state is stored; the live event goes to this process's streams only
+            logger.warning("device %s: state event not published (%s)", device_id, exc)
+        if not published or self.feed is None:  # the broker will not bring it back: offer it here
+            self._offer_here(topic, payload)
 
     def run_health(self, interval: float | None = None) -> None:
         """Run the health sweep in a thread every `interval` seconds (Settings.health_sweep_seconds)."""
@@ -752,6 +757,10 @@ class Runtime:
             feed = EventFeed(url, lambda topic, payload: self.hub.publish(topic, payload), lambda why: self.hub.gap(why),
                              client_id=self.settings.mqtt_client_id, protocol=self.settings.mqtt_protocol)
             feed.start()
+            if feed.refused:  # it would hear nothing: keep offering this process's own events instead
+                logger.error("live stream: the broker refused the event topics; streams carry this process's events only")
+                feed.stop()
+                return feed
             self.feed = feed
         return self.feed
 
@@ -764,8 +773,10 @@ class Runtime:
     def _offer(self, topic: str, payload: bytes) -> None:
         """Hand a published notification to the live stream (never fails the publish); with a broker feed
         running, the feed does (the broker sends it back)."""
-        if self.feed is not None:
-            return
+        if self.feed is None:
+            self._offer_here(topic, payload)
+
+    def _offer_here(self, topic: str, payload: bytes) -> None:
         try:
             self.hub.publish(topic, payload)
         except Exception:

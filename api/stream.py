@@ -90,7 +90,8 @@ class EventHub:
     def close(self) -> int:
         """End every open stream, and any opened from now on (the server is stopping: an open stream would
         hold the shutdown for as long as a wall stays open). Each ends cleanly and its browser reconnects
-        to whichever server answers next. Any thread; returns how many streams were told."""
+        to whichever server answers next. A closed hub stays closed. Any thread but the loop's own while it
+        may hold the lock (not from a signal handler: see api.cli); returns how many streams were told."""
         with self._lock:
             self.closed = True
             subs = list(self._subs)
@@ -118,7 +119,7 @@ class EventHub:
     def publish(self, topic: str, payload: bytes | dict[str, Any]) -> int:
         """Offer one published notification to the matching streams (any thread); returns how many."""
         kind_grid = event_of(topic, {})
-        if kind_grid is None:
+        if kind_grid is None or self.closed:  # closed: the streams' end markers must not be pushed out
             return 0
         with self._lock:
             subs = list(self._subs)

@@ -70,6 +70,12 @@ def logout(request: Request, rt: RuntimeDep) -> Response:
     if token is None:
         raise UnauthorizedProblem("a bearer token is required (POST /api/v1/token)")
     revoke(rt, token)
+    cookie = request.cookies.get(COOKIE)
+    if cookie and cookie != token:  # the cookie goes too: its token must not outlive it elsewhere
+        try:
+            revoke(rt, cookie)
+        except UnauthorizedProblem:
+            pass  # expired or already ended
     response = Response(status_code=204)
     response.delete_cookie(COOKIE, path="/")
     return response

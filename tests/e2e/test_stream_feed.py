@@ -17,11 +17,13 @@ import pytest
 
 from api.app import create_app
 from api.cli import _serve_http, seed_store
+from api.runtime import Runtime
+from api.settings import Settings
 from ingest.broker import MosquittoBroker
 from store import open_store
 from store.ports import IncidentQuery, Store
 from tests.e2e.test_mqtt_loop import TIMEOUT, alarm_payload, publish, wait_for
-from tests.integration.apphelpers import ingesting, token_headers
+from tests.integration.apphelpers import ingesting, message, token_headers
 
 pytestmark = pytest.mark.e2e
 
@@ -110,3 +112,30 @@ def test_serve_streams_the_events_of_alarms_another_worker_handled_once_each(see
             server.should_exit = True
             thread.join(10)
             worker_store.close()
+
+
+def test_an_api_without_ingest_still_streams_its_own_device_events(seeded: Store, mosquitto: MosquittoBroker) -> None:
+    """`serve --no-ingest`: no ingest worker, only the feed. A device state that reaches this process over
+    HTTP (a camera's heartbeat) goes out on the feed's own connection and comes back to its streams."""
+    settings = Settings(_env_file=None, database_url="postgresql://unused", mqtt_url=mosquitto.url,
+                        mqtt_client_id=f"gw-api-{uuid.uuid4().hex[:6]}", secret_key="test-secret-long-enough-for-hs256-0123456789")
+    rt = Runtime(settings, seeded)
+    assert rt.start_events().is_subscribed and rt.worker is None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server, thread = _serve_http(create_app(settings, rt), "127.0.0.1", port)
+    reader = StreamReader(f"http://127.0.0.1:{port}/api/v1/stream", token_headers(rt), {"kinds": "device"})
+    try:
+        assert reader.opened.wait(TIMEOUT), "the stream did not open"
+        camera = next(d for d in rt.devices.values() if d.kind != "fence" and d.grid_code)
+        status = {"ts": datetime.now(UTC).isoformat(), "online": False}
+        rt.handle_messages([message(f"gridwatch/devices/{camera.id}/status", json.dumps(status).encode(), datetime.now(UTC))])
+        event = wait_for(lambda: next((e for e in reader.of("device") if e.get("device_id") == camera.id), None),
+                         what=f"the device event of {camera.id}")
+        assert event["state"] == "offline" and rt.feed is not None and rt.feed.received >= 1
+    finally:
+        reader.close()
+        server.should_exit = True
+        thread.join(10)
+        rt.stop_events()

@@ -187,6 +187,16 @@ def test_logging_out_of_the_pages_revokes_the_session_cookie(rt: Runtime, client
     assert page.status_code == 303 and page.headers["location"].startswith("/login")
     assert client.post("/logout", headers=cookie, follow_redirects=False).status_code == 303  # twice is harmless
 
+    # a bearer logout that also carries the cookie ends both (the cookie is deleted: its token must not outlive it)
+    again = client.post("/login", data={"username": "wall", "password": "wall-secret-1"}, follow_redirects=False)
+    session = again.cookies.get("gridwatch_token")
+    client.cookies.clear()
+    bearer = login(client, "wall", "wall-secret-1").json()["access_token"]  # type: ignore[attr-defined]
+    both = {"Authorization": f"Bearer {bearer}", "Cookie": f"gridwatch_token={session}"}
+    assert client.post("/api/v1/logout", headers=both).status_code == 204
+    assert client.get("/api/v1/me", headers={"Cookie": f"gridwatch_token={session}"}).status_code == 401
+    assert client.get("/api/v1/me", headers={"Authorization": f"Bearer {bearer}"}).status_code == 401
+
 
 def test_a_new_password_ends_every_older_token(rt: Runtime, client: TestClient, clock: Clock) -> None:
     from typer.testing import CliRunner

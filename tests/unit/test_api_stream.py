@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -139,3 +140,36 @@ def test_the_previous_assignee_hears_that_an_incident_left_it() -> None:
         return before.queue.qsize()
 
     assert asyncio.run(run()) == 1
+
+
+def test_stopping_the_server_from_a_signal_handler_never_waits_for_the_hubs_lock() -> None:
+    """A signal handler runs on the event loop's thread, which may hold the hub's lock (a stream opening or
+    ending) at that very moment: the server's handle_exit must not wait for it (it would wait for ever)."""
+    import signal
+    from types import SimpleNamespace
+
+    from fastapi import FastAPI
+
+    from api.cli import _http_server
+
+    app = FastAPI()
+    hub = EventHub()
+    app.state.runtime = SimpleNamespace(hub=hub)
+    server = _http_server(app, "127.0.0.1", 0, "warning")
+
+    def too_long(*_: object) -> None:
+        raise TimeoutError("handle_exit waited for the hub's lock held by its own thread")
+
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(10)  # a deadlock fails the test instead of hanging it
+    try:
+        with hub._lock:  # this thread is inside subscribe() when the signal arrives
+            server.handle_exit(signal.SIGINT, None)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert server.should_exit
+    deadline = time.monotonic() + 10
+    while not hub.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert hub.closed, "the hub was never closed"
