@@ -1,6 +1,7 @@
 """The patroller's phone view (`/patroller`, maps/static/patroller.js) in a real headless Chromium at 390×844 with
 geolocation granted: an alarm in the patroller's grid is assigned to it and shows up live, it acknowledges, arrives
-and resolves with a note and a photo, and a one-tap report at its position opens an incident. Zero console errors,
+and resolves with a note and a photo, a one-tap report at its position opens an incident, and after a server
+restart the view reconnects and lists what was assigned meanwhile. Zero console errors,
 page errors and failed requests (checked by the `open_page` fixture, which also saves a screenshot).
 
 Hooks of the page: `window.gridwatchPatroller = {ready, me, assigned: [ids], nearby: [ids], position, lastEventAt}`.
@@ -156,3 +157,53 @@ def test_one_tap_report_at_the_current_position(live_server: LiveServer, open_pa
     assert created["grid"] == patroller["grid"], f"reported into grid {created['grid']}, the patroller stands in {patroller['grid']}"
     assert distance_m(created["lon"], created["lat"], patroller["lon"], patroller["lat"]) < 50, created["route"]
     expect(page.locator("#pv-status")).to_be_visible()
+
+
+def test_the_phone_recovers_from_a_server_restart_and_gets_what_was_assigned_meanwhile(
+        live_server: LiveServer, open_page: Any, patroller: dict[str, Any]) -> None:
+    """The live feed drops (the server ends its streams) and a proxy answers 502 while it is away: the view shows
+    it is disconnected, retries, and once the server answers again it is live and lists the alarm assigned to the
+    patroller in the meantime, without a reload."""
+    import re
+
+    from api.stream import EventHub
+
+    page = open_phone(open_page, live_server, patroller)
+    rec = open_page.recorder(page)
+    rec.allow(r"EventSource|502")  # the refused reconnections, expected here
+    page.evaluate("() => { window.__gwDocument = 'phone'; }")
+    loads = rec.loads
+    page.wait_for_function("() => window.gridwatchPatroller.connected === true", timeout=READY_TIMEOUT_MS)
+    wait_for(lambda: live_server.rt.hub._subs or None, SERVER_TIMEOUT_S, "the phone's live stream")
+
+    stream_url = re.compile(r"/api/v1/stream(\?|$)")
+    refused: list[str] = []
+
+    def bad_gateway(route: Any) -> None:
+        refused.append(route.request.url)
+        route.fulfill(status=502, content_type="text/plain", body="gridwatch is restarting")
+
+    page.route(stream_url, bad_gateway)
+    old_hub, live_server.rt.hub = live_server.rt.hub, EventHub()  # a restarted server starts with a fresh hub
+    assert old_hub.close() >= 1, "the phone had no open stream"
+    page.wait_for_function("() => window.gridwatchPatroller.connected === false", timeout=SERVER_TIMEOUT_S * 1000)
+    expect(page.locator("#pv-conn")).to_have_class(re.compile(r"\boff\b"))
+
+    # in the patroller's other grid: the other tests' alarms are in its first one, where this one could join
+    # their incident (cooldown) instead of opening its own
+    grid = next(p for p in live_server.rt.patrollers if p.id == patroller["id"]).grid_codes[-1]
+    device = live_server.fresh_device(kind=None, within=grid)
+    lon, lat = live_server.grid_point(grid)
+    incident_id = live_server.wait_incident(device.id, live_server.publish_alarm(device.id, lon=lon, lat=lat))
+    assert live_server.incident(incident_id)["assignee"] == patroller["id"]
+    deadline = time.monotonic() + SERVER_TIMEOUT_S
+    while not refused and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert refused, "the view never tried to reconnect"
+
+    page.unroute(stream_url)
+    page.wait_for_function("() => window.gridwatchPatroller.connected === true", timeout=LIVE_TIMEOUT_S * 1000)
+    page.wait_for_function("(id) => (window.gridwatchPatroller.assigned || []).includes(id)", arg=incident_id,
+                           timeout=LIVE_TIMEOUT_S * 1000)
+    expect(page.locator(f'#pv-assigned [data-incident-id="{incident_id}"]')).to_be_visible(timeout=LIVE_TIMEOUT_S * 1000)
+    assert rec.loads == loads and page.evaluate("() => window.__gwDocument") == "phone", "the view reloaded to recover"
