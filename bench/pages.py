@@ -416,7 +416,61 @@ def bench_big(base_dir: Path, n_l3: int = 100_000, runs: int = 5, drills: int = 
                         "fetch_all": summary_ms(fetch_l1 + fetch_l2), "console_errors": errors[:10]}
         d, f = out["drill"]["all"]["median_ms"], out["drill"]["fetch_all"]["median_ms"]
         out["drill"]["ratio"] = round(d / f, 2) if d and f else None
+        out["walls"] = bench_walls(base, rt, [None, *l1, *(c for a in l1 for c in l2_of[a])][:WALLS], runs)
     return out
+
+
+WALLS = 35
+"""Walls of one command center refreshing after an event (the sample district has 1 + 5 + 29 of them)."""
+
+
+def bench_walls(base: str, rt: Any, walls: list[str | None], runs: int) -> dict[str, Any]:
+    """After one incident write, every wall refreshes (`/wall/summary` + `/wall/grids` of its grid): with the
+    shared snapshot of open incidents (api.routes.wall) against the same requests scanning the store each
+    (the baseline: how the routes worked before), interleaved; one warm-up pair not counted."""
+    import dataclasses
+
+    import httpx
+
+    from alerts.model import OPEN_STATES
+    from api.routes import wall
+    from store.ports import IncidentQuery
+
+    shared = wall._open_incidents
+
+    def per_request(rt_: Any, grid: str | None) -> list[Any]:
+        return rt_.store.incidents(IncidentQuery(states=tuple(OPEN_STATES), grid=grid, limit=wall.SCAN_LIMIT))
+
+    def touch() -> None:  # one incident written, as by an event
+        inc = rt.store.incidents(IncidentQuery(states=tuple(OPEN_STATES), limit=1))[0]
+        with rt.store.unit_of_work() as uow:
+            uow.save_incidents([dataclasses.replace(inc, updated_at=rt.now())])
+
+    timings: dict[str, list[float]] = {"shared": [], "per_request": []}
+    cookie = session_cookie(base)
+    with httpx.Client(base_url=base, cookies={cookie["name"]: cookie["value"]}, timeout=120) as client:
+        def refresh() -> float:
+            touch()
+            t0 = time.perf_counter()
+            for g in walls:
+                for path, params in (("/api/v1/wall/summary", {"grid": g}), ("/api/v1/wall/grids", {"parent": g})):
+                    r = client.get(path, params={k: v for k, v in params.items() if v})
+                    r.raise_for_status()
+            return (time.perf_counter() - t0) * 1000
+
+        try:
+            for k in range(runs + 1):
+                for name, fn in (("shared", shared), ("per_request", per_request)):
+                    wall._open_incidents = fn
+                    ms = refresh()
+                    if k:
+                        timings[name].append(ms)
+                    logger.info("pages: %d walls refresh (%s) %.0f ms", len(walls), name, ms)
+        finally:
+            wall._open_incidents = shared
+    s, b = summary_ms(timings["shared"]), summary_ms(timings["per_request"])
+    return {"walls": len(walls), "shared": s, "per_request": b,
+            "ratio": round(b["median_ms"] / s["median_ms"], 1) if s["median_ms"] and b["median_ms"] else None}
 
 
 # --- (c) alarm publish → incident on the wall -----------------------------------------------------
@@ -548,6 +602,13 @@ def target_rows(p: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                      f"median {ms(dr['all']['median_ms'])}, p95 {ms(dr['all']['p95_ms'])} ({dr['ratio']}× the fetch)",
                      f"fetching the same two JSON documents for another grid: median {ms(dr['fetch_all']['median_ms'])}",
                      f"p95 ≤ {T_DRILL_S:g} s", met(within(dr["all"]["p95_ms"], T_DRILL_S))))
+    w = big.get("walls") if big and "error" not in big else None
+    if w:
+        rows.append((f"pages: {w['walls']} walls refresh after one incident write (summary + grids each), {big['n_l3']:,} L3 grids,"
+                     f" {big.get('open_incidents', 0):,} open incidents",
+                     f"median {ms(w['shared']['median_ms'])} ({w['ratio']}× faster)",
+                     f"each request scanning the store (before the shared snapshot): median {ms(w['per_request']['median_ms'])}",
+                     "none set (reported)", "–"))
     c = p.get("marker") or {}
     if "error" in c:
         rows.append(("pages: alarm publish → incident on the wall", f"failed: {c['error']}", "–",
@@ -585,6 +646,10 @@ def render_section(p: dict[str, Any]) -> list[str]:
                   row("drill L2 → its L3 grids", dr["l2"]),
                   row("baseline: fetch /wall/grids + /wall/summary of another L1", dr["fetch_l1"]),
                   row("baseline: fetch /wall/grids + /wall/summary of another L2", dr["fetch_l2"])]
+        if big.get("walls"):
+            w = big["walls"]
+            lines += [row(f"{w['walls']} walls refresh after one incident write (shared snapshot)", w["shared"]),
+                      row(f"{w['walls']} walls refresh, each request scanning the store (baseline)", w["per_request"])]
     c = p.get("marker") or {}
     if c and "error" not in c:
         lines += [row("alarm publish → id in gridwatch.incidents", c["wall"]),

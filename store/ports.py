@@ -382,6 +382,10 @@ class Store(Protocol):
     def history(self, incident_id: str) -> list[HistoryEntry]:
         """An incident's audit log, oldest first."""
 
+    def incidents_mark(self) -> tuple[Any, ...]:
+        """A cheap fingerprint of the incidents (the newest updated_at, how many are open): it changes when
+        an incident is created or written, so a cache of open incidents (the map wall's) knows it is stale."""
+
     def incident_record(self, incident_id: str) -> IncidentRecord | None:
         """One incident with its alarms and history, all read in one snapshot (None if unknown): a
         concurrent action shows in all three or in none."""

@@ -372,6 +372,12 @@ class PostgisStore(PostgisRegistry, PostgisVersions):
         rows = self._query(f"{_HISTORY_SELECT} WHERE incident_id = %s ORDER BY at, id", (incident_id,))
         return [codec.history_from_values(r) for r in rows]
 
+    def incidents_mark(self) -> tuple[Any, ...]:
+        """The newest updated_at and the open count (one statement; see store.ports)."""
+        row = self._query("SELECT (SELECT max(updated_at) FROM incidents) AS newest, (SELECT count(*) FROM incidents"
+                          " WHERE state NOT IN ('closed', 'called_back', 'archived', 'cancelled')) AS n_open")[0]
+        return row["newest"], row["n_open"]
+
     def incident_record(self, incident_id: str) -> IncidentRecord | None:
         """One incident with its alarms and history, read in one REPEATABLE READ snapshot."""
         with self._connection() as conn:

@@ -400,6 +400,14 @@ class SqliteStore(SqliteRegistry, SqliteVersions):
         rows = self._query(f"{_HISTORY_SELECT} WHERE incident_id = ? ORDER BY at, id", (incident_id,))
         return [codec.history_from_values({**dict(r), "at": from_ts_text(r["at"])}) for r in rows]
 
+    def incidents_mark(self) -> tuple[Any, ...]:
+        """The newest updated_at and the open count (two index lookups; see store.ports)."""
+        with self._snapshot():
+            newest = self._query("SELECT max(updated_at) FROM incidents")[0][0]
+            # the predicate of the partial index incidents_open_deadline: the complement of OPEN_STATES
+            n_open = self._query("SELECT count(*) FROM incidents WHERE state NOT IN ('closed', 'called_back', 'archived', 'cancelled')")[0][0]
+        return newest, n_open
+
     def incident_record(self, incident_id: str) -> IncidentRecord | None:
         """One incident with its alarms and history, read in one snapshot (a deferred read transaction)."""
         with self._snapshot():

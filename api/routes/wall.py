@@ -7,6 +7,7 @@ All routes are for admins and commanders; a commander sees its grid's subtree on
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from datetime import timedelta
@@ -32,6 +33,9 @@ GridParam = Annotated[str | None, Query(pattern=GRID_CODE, description="a grid c
 
 SCAN_LIMIT = 200_000
 """Most open incidents a counter scans (the counters are not capped below this)."""
+OPEN_MAX_AGE_S = 5.0
+"""Longest a snapshot of the open incidents is reused while the store's mark stays the same (a backstop for a
+write whose updated_at is not the newest, e.g. from a worker whose clock lags)."""
 LIST_LIMIT = 500
 """Most incidents in the side panel's list."""
 CACHE_SIZE = 128
@@ -50,6 +54,21 @@ class WallCache:
         self.shapes: OrderedDict[tuple[str | None, int], list[dict[str, Any]]] = OrderedDict()
         self.buildings: dict[str, list[Building]] | None = None
         self.lock = threading.Lock()
+        self._open: tuple[tuple[Any, ...], float, list[Incident]] | None = None  # (store mark, taken at, incidents)
+        self._open_lock = threading.Lock()
+
+    def open_incidents(self, store: Any) -> list[Incident]:
+        """Every open incident (newest first), shared by all walls until the store's mark changes (an incident
+        created or written) or OPEN_MAX_AGE_S passed: many walls refreshing on the same event cost one scan,
+        not two each. One request scans at a time; the others wait for its answer."""
+        with self._open_lock:
+            mark = store.incidents_mark()
+            held = self._open
+            if held is not None and held[0] == mark and time.monotonic() - held[1] < OPEN_MAX_AGE_S:
+                return held[2]
+            found = store.incidents(IncidentQuery(states=tuple(OPEN_STATES), limit=SCAN_LIMIT))
+            self._open = (mark, time.monotonic(), found)
+            return found
 
     def simplified(self, parent: str | None, grids: list[Grid], zoom: int) -> list[dict[str, Any]]:
         key = (parent, zoom)
@@ -90,7 +109,11 @@ def _scoped(rt: Any, principal: Principal, grid: str | None) -> str | None:
 
 
 def _open_incidents(rt: Any, grid: str | None) -> list[Incident]:
-    return rt.store.incidents(IncidentQuery(states=tuple(OPEN_STATES), grid=grid, limit=SCAN_LIMIT))
+    """The open incidents of a grid's subtree (all without one), from the shared snapshot."""
+    found = cache_of(rt).open_incidents(rt.store)
+    if grid is None:
+        return found
+    return [i for i in found if grid in (i.route.l3, i.route.l2, i.route.l1)]
 
 
 def _light(incident: Incident, now: Any) -> str | None:

@@ -328,3 +328,36 @@ def test_the_wall_routes_need_a_login_and_a_watcher_role(rt: Runtime) -> None:
     with client_for(rt, role="patroller", patroller=rt.patrollers[0].id) as c:
         for path in WALL_ROUTES:
             problem(c.get(path), 403)
+
+
+def test_walls_share_one_scan_of_the_open_incidents_until_one_changes(client: TestClient, rt: Runtime,
+                                                                       incidents: dict[str, dict[str, object]]) -> None:
+    """Many walls refreshing after the same event cost one scan of the open incidents (api.routes.wall), and the
+    next write is seen at once: the snapshot follows the store's mark."""
+    scans: list[object] = []
+    real = rt.store.incidents
+
+    def counting(query: object) -> object:
+        scans.append(query)
+        return real(query)  # type: ignore[arg-type]
+
+    rt.store.incidents = counting  # type: ignore[method-assign]
+    try:
+        fire = incidents["thermal.fire"]
+        l3 = str(fire["l3"])
+        first = summary(client)
+        for params in ({}, {"grid": l3[:12]}, {"grid": l3[:9]}):  # the district wall, a community's, a street's
+            assert client.get("/api/v1/wall/grids", params={"parent": params["grid"]} if params else {}).status_code == 200
+            assert summary(client, **params)["counters"]["open"] >= 1
+        assert len(scans) == 1, f"{len(scans)} scans of the open incidents for walls of one moment"
+        assert summary(client, grid=l3[:12])["counters"] == {"open": 1, "yellow": 0, "red": 1, "escalated": 0}
+
+        for action in ("acknowledge", "resolve", "check", "close"):
+            assert client.post(f"/api/v1/incidents/{fire['id']}/actions", json={"action": action}).status_code == 200
+        after = summary(client)
+        assert after["counters"]["open"] == first["counters"]["open"] - 1  # the write is seen at once
+        assert fire["id"] not in {i["id"] for i in after["items"]}
+        assert summary(client, grid=l3[:12])["counters"]["open"] == 0
+        assert len(scans) == 2
+    finally:
+        del rt.store.incidents

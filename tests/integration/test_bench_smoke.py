@@ -75,4 +75,7 @@ def test_bench_runs_at_tiny_sizes(tmp_path: Path) -> None:
     for part in ("first_render", "big", "marker"):
         assert "error" not in pages[part], pages[part]
     assert pages["marker"]["alarms"] == 2 and not pages["marker"]["missing"] and not pages["marker"]["console_errors"]
+    walls = pages["big"]["walls"]
+    assert walls["walls"] >= 2 and walls["shared"]["n"] == walls["per_request"]["n"] >= 1
+    assert "walls refresh after one incident write" in text
     assert "(f) pages in headless Chromium" in text

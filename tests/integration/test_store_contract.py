@@ -558,6 +558,26 @@ def test_incident_record_reads_the_incident_its_alarms_and_history_from_one_snap
     assert final is not None and len(final.history) == 151 and final.incident.state is states[149 % 2]
 
 
+def test_the_incidents_mark_changes_when_an_incident_is_created_or_written(store_backend: Store) -> None:
+    empty = store_backend.incidents_mark()
+    assert store_backend.incidents_mark() == empty  # reading changes nothing
+    incident = make_incident("inc-1", updated=T0)
+    with store_backend.unit_of_work() as uow:
+        uow.save_incidents([incident])
+    created = store_backend.incidents_mark()
+    assert created != empty
+    with store_backend.unit_of_work() as uow:
+        uow.add_alarms([(make_alarm("fence-1", "m-1"), "inc-1")])  # not an incident write
+    assert store_backend.incidents_mark() == created
+    with store_backend.unit_of_work() as uow:  # a write with a later updated_at
+        uow.save_incidents([dataclasses.replace(incident, state=IncidentState.VERIFYING, updated_at=T0 + timedelta(seconds=1))])
+    written = store_backend.incidents_mark()
+    assert written not in (empty, created)
+    with store_backend.unit_of_work() as uow:  # closed without a newer updated_at: the open count still tells
+        uow.save_incidents([dataclasses.replace(incident, state=IncidentState.CLOSED, updated_at=T0 + timedelta(seconds=1))])
+    assert store_backend.incidents_mark() not in (empty, created, written)
+
+
 def test_incident_filters(store_backend: Store) -> None:
     minute = timedelta(minutes=1)
     a = make_incident("a", created=T0, route=make_route(L3A, 113.82, 27.62))
