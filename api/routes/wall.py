@@ -137,11 +137,13 @@ def wall_grids(
     principal: Watcher,
     parent: Annotated[str | None, Query(pattern=GRID_CODE, description="show this grid's children (default: the top)")] = None,
     zoom: Annotated[int | None, Query(ge=0, le=wallmodel.MAX_ZOOM, description="map zoom the grids are drawn at")] = None,
+    geometry: Annotated[bool, Query(description="false: properties only (a refresh recolours grids it has drawn)")] = True,
 ) -> dict[str, Any]:
     """The children of `parent` (the level-1 grids without one; a commander: its own grid's children) as a
     FeatureCollection simplified to about a pixel at `zoom` (default: the zoom that fits the parent), each with
     code, name, level, light (worst of its subtree's open incidents), open, fill, has_children. A grid without
-    children shows itself. With `breadcrumbs` (the parent's chain from the top the caller may see) and `bbox`."""
+    children shows itself. With `breadcrumbs` (the parent's chain from the top the caller may see) and `bbox`.
+    `geometry=false` leaves the geometry out (null): what a wall's refresh needs to recolour what it has drawn."""
     parent = _scoped(rt, principal, parent)  # a commander without `parent`: its own grid
     cache = cache_of(rt)
     top = None if principal.role == "admin" else principal.grid
@@ -152,7 +154,7 @@ def wall_grids(
     bbox = _bbox([cache.grids[parent].geometry] if parent is not None else [g.geometry for g in shown])
     if zoom is None:
         zoom = wallmodel.fit_zoom(bbox) if bbox is not None else 12
-    shapes = cache.simplified(key, shown, zoom)
+    shapes = cache.simplified(key, shown, zoom) if geometry else [None] * len(shown)
     now = rt.now()
     lights = wallmodel.lights_by_grid(
         ((i.route.l1, i.route.l2, i.route.l3), _light(i, now)) for i in _open_incidents(rt, parent))

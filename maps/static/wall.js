@@ -477,7 +477,8 @@
     const token = loadToken;
     try {
       const [fc, summary] = await Promise.all([
-        getJSON('/wall/grids' + qs({ parent: gw.grid, zoom: loadedZoom })), getJSON('/wall/summary' + qs({ grid: gw.grid }))]);
+        getJSON('/wall/grids' + qs({ parent: gw.grid, zoom: loadedZoom, geometry: 'false' })),  // colours only: drawn already
+        getJSON('/wall/summary' + qs({ grid: gw.grid }))]);
       if (token !== loadToken) return;
       recolorGrids(fc);
       applySummary(summary);

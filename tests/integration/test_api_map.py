@@ -209,6 +209,21 @@ def test_geometry_is_simplified_per_zoom_and_cached_per_grid_version(client: Tes
         rt.index.version -= 1000
 
 
+def test_a_refresh_gets_the_colours_without_the_geometry(client: TestClient, rt: Runtime,
+                                                          incidents: dict[str, dict[str, object]]) -> None:
+    from api.routes.wall import cache_of
+
+    l2 = str(incidents["thermal.fire"]["l3"])[:12]
+    full = client.get("/api/v1/wall/grids", params={"parent": l2, "zoom": 16}).json()
+    cache_of(rt).shapes.clear()
+    light = client.get("/api/v1/wall/grids", params={"parent": l2, "zoom": 16, "geometry": "false"}).json()
+    assert not cache_of(rt).shapes, "a refresh without geometry must not simplify any"
+    assert all(f["geometry"] is None for f in light["features"])
+    assert [f["properties"] for f in light["features"]] == [f["properties"] for f in full["features"]]
+    assert any(f["properties"]["light"] == "red" for f in light["features"])
+    assert {k: v for k, v in light.items() if k != "features"} == {k: v for k, v in full.items() if k != "features"}
+
+
 def test_children_follow_parent_codes_not_prefixes() -> None:
     """An imported grid with a foreign code is in its parent's subtree through parent_code."""
     from api.routes.wall import WallCache
