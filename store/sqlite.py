@@ -134,33 +134,30 @@ class SqliteStore(SqliteRegistry, SqliteVersions):
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE … COMMIT on this thread's connection; ROLLBACK on any exception."""
-        conn = self._conn()
-        if conn.in_transaction:
-            raise StoreError(f"store {self.url}: a unit of work is already open on this thread")
-        with _translated():
-            conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._begin("IMMEDIATE") as conn:
             with _translated():
                 yield conn
                 conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.rollback()
-            raise
 
     @contextmanager
     def _snapshot(self) -> Iterator[None]:
         """A read transaction on this thread's connection: its queries see one state of the database (WAL)."""
+        with self._begin("DEFERRED"):
+            yield
+
+    @contextmanager
+    def _begin(self, kind: str) -> Iterator[sqlite3.Connection]:
+        """BEGIN `kind` on this thread's connection (one at a time); rolled back unless the block committed."""
         conn = self._conn()
         if conn.in_transaction:
             raise StoreError(f"store {self.url}: a unit of work is already open on this thread")
         with _translated():
-            conn.execute("BEGIN DEFERRED")
+            conn.execute(f"BEGIN {kind}")
         try:
-            yield
+            yield conn
         finally:
             if conn.in_transaction:
-                conn.rollback()  # nothing was written
+                conn.rollback()
 
     def _query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[sqlite3.Row]:
         with _translated():
@@ -401,12 +398,11 @@ class SqliteStore(SqliteRegistry, SqliteVersions):
         return [codec.history_from_values({**dict(r), "at": from_ts_text(r["at"])}) for r in rows]
 
     def incidents_mark(self) -> tuple[Any, ...]:
-        """The newest updated_at and the open count (two index lookups; see store.ports)."""
-        with self._snapshot():
-            newest = self._query("SELECT max(updated_at) FROM incidents")[0][0]
-            # the predicate of the partial index incidents_open_deadline: the complement of OPEN_STATES
-            n_open = self._query("SELECT count(*) FROM incidents WHERE state NOT IN ('closed', 'called_back', 'archived', 'cancelled')")[0][0]
-        return newest, n_open
+        """The newest updated_at and the open count (two index lookups in one statement; see store.ports)."""
+        # the open count's predicate is the partial index incidents_open_deadline's: the complement of OPEN_STATES
+        row = self._query("SELECT (SELECT max(updated_at) FROM incidents), (SELECT count(*) FROM incidents"
+                          " WHERE state NOT IN ('closed', 'called_back', 'archived', 'cancelled'))")[0]
+        return row[0], row[1]
 
     def incident_record(self, incident_id: str) -> IncidentRecord | None:
         """One incident with its alarms and history, read in one snapshot (a deferred read transaction)."""

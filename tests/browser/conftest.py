@@ -285,6 +285,31 @@ class LiveServer:
     def wait_incident(self, device_id: str, msg_id: str, timeout: float = SERVER_TIMEOUT_S) -> str:
         return wait_for(lambda: self.incident_of_alarm(device_id, msg_id), timeout, f"the incident of alarm {msg_id} of {device_id}")
 
+    # a server restart, as a page sees it
+    STREAM_URL = re.compile(r"/api/v1/stream(\?|$)")
+
+    def drop_streams(self, page: Any) -> list[str]:
+        """End the live streams (as a stopping server does: EventHub.close) and answer the page's reconnections
+        with 502 (a proxy while the server is away) until `streams_back(page)`; returns the refused URLs as they
+        come. The runtime gets a fresh hub, as a restarted server would have."""
+        from api.stream import EventHub
+
+        wait_for(lambda: self.rt.hub._subs or None, SERVER_TIMEOUT_S, "the page's live stream")
+        refused: list[str] = []
+
+        def bad_gateway(route: Any) -> None:
+            refused.append(route.request.url)
+            route.fulfill(status=502, content_type="text/plain", body="gridwatch is restarting")
+
+        page.route(self.STREAM_URL, bad_gateway)
+        old_hub, self.rt.hub = self.rt.hub, EventHub()
+        assert old_hub.close() >= 1, "the page had no open stream"
+        return refused
+
+    def streams_back(self, page: Any) -> None:
+        """The server answers again (see drop_streams)."""
+        page.unroute(self.STREAM_URL)
+
     def put_on_duty(self, patroller_id: str) -> None:
         """Make `patroller_id` the one patroller on duty in its grids, around the clock (PUT …/roster as admin):
         the test runs on the real clock, so the seeded rosters may have nobody on duty right now."""

@@ -202,10 +202,6 @@ def test_the_wall_recovers_from_a_server_restart_and_catches_up(live_server: Liv
     """The live feed drops (the server ends its streams, as when it stops) and a proxy answers 502 while it is
     away: the wall says it is reconnecting, keeps trying, and once the server answers again it streams again
     and shows what arrived meanwhile, without a reload."""
-    import re
-
-    from api.stream import EventHub
-
     page = open_page()
     rec = open_page.recorder(page)
     rec.allow(r"EventSource|502")  # the refused reconnections, expected here
@@ -213,17 +209,7 @@ def test_the_wall_recovers_from_a_server_restart_and_catches_up(live_server: Liv
     wait_ready(page)
     loads, token = rec.loads, mark_document(page)
 
-    stream_url = re.compile(r"/api/v1/stream(\?|$)")
-    refused: list[str] = []
-
-    def bad_gateway(route: Any) -> None:
-        refused.append(route.request.url)
-        route.fulfill(status=502, content_type="text/plain", body="gridwatch is restarting")
-
-    wait_for(lambda: live_server.rt.hub._subs or None, SERVER_TIMEOUT_S, "the wall's live stream")
-    page.route(stream_url, bad_gateway)
-    old_hub, live_server.rt.hub = live_server.rt.hub, EventHub()  # a restarted server starts with a fresh hub
-    assert old_hub.close() >= 1, "the wall had no open stream"
+    refused = live_server.drop_streams(page)
     expect(page.locator("#gw-status")).to_contain_text("reconnecting", timeout=SERVER_TIMEOUT_S * 1000)
 
     # an alarm while the wall's feed is down
@@ -235,7 +221,7 @@ def test_the_wall_recovers_from_a_server_restart_and_catches_up(live_server: Liv
         page.wait_for_timeout(100)
     assert len(refused) >= 2, f"the wall stopped trying to reconnect: {refused}"
 
-    page.unroute(stream_url)
+    live_server.streams_back(page)
     page.wait_for_function("(id) => id in window.gridwatch.incidents", arg=missed, timeout=LIVE_TIMEOUT_S * 1000)
     expect(page.locator(f'#gw-incidents li[data-incident-id="{missed}"]')).to_be_visible(timeout=LIVE_TIMEOUT_S * 1000)
     expect(page.locator("#gw-status")).not_to_contain_text("reconnecting", timeout=LIVE_TIMEOUT_S * 1000)
