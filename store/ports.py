@@ -273,8 +273,9 @@ class Store(Protocol):
         """Open a transaction."""
 
     # --- grid versions and what they place -------------------------------------------------
-    def load_district(self, district: District, label: str) -> GridVersion:
-        """Store a district as a new current grid version (idempotent by label: returns the existing one)."""
+    def load_district(self, district: District, label: str, *, at: datetime | None = None) -> GridVersion:
+        """Store a district as a new current grid version valid from `at` (default now; idempotent by label:
+        returns the existing one)."""
 
     def current_version(self) -> GridVersion | None:
         """Return the current grid version."""

@@ -217,15 +217,16 @@ class PostgisStore(PostgisRegistry, PostgisVersions):
             uow.finish()
 
     # --- grid versions and what they place -------------------------------------------------------
-    def load_district(self, district: District, label: str) -> GridVersion:
-        """Store a district as a new current grid version (idempotent by label: returns the existing one)."""
+    def load_district(self, district: District, label: str, *, at: datetime | None = None) -> GridVersion:
+        """Store a district as a new current grid version valid from `at` (default now; idempotent by label:
+        returns the existing one)."""
         with self._connection() as conn, conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOAD_LOCK,))
             row = cur.execute(f"{VERSION_SELECT} WHERE label = %s", (label,)).fetchone()
             if row is not None:
                 logger.info("grid version %r exists (id %s), not loaded again", label, row["id"])
                 return version_from_row(row)
-            now = codec.now_utc()
+            now = codec.to_utc(at, "at") if at is not None else codec.now_utc()
             version_id = insert_version(conn, label, at=now, source=district.name, crs="EPSG:4326", actor="seed")
             insert_grid_rows(conn, version_id, district.grids, district.buildings)
             audit_in(conn, version_id, at=now, actor="seed", action="import",

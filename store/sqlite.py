@@ -217,14 +217,15 @@ class SqliteStore(SqliteRegistry, SqliteVersions):
             yield SqliteUnitOfWork(conn)
 
     # --- grid versions and what they place -------------------------------------------------------
-    def load_district(self, district: District, label: str) -> GridVersion:
-        """Store a district as a new current grid version (idempotent by label: returns the existing one)."""
+    def load_district(self, district: District, label: str, *, at: datetime | None = None) -> GridVersion:
+        """Store a district as a new current grid version valid from `at` (default now; idempotent by label:
+        returns the existing one)."""
         with self._transaction() as tx:
             row = tx.execute(f"{VERSION_SELECT} WHERE label = ?", (label,)).fetchone()
             if row is not None:
                 logger.info("sqlite: grid version %r exists (id %s), not loaded again", label, row["id"])
                 return version_from_row(row)
-            now = codec.now_utc()
+            now = codec.to_utc(at, "at") if at is not None else codec.now_utc()
             version_id = insert_version(tx, label, at=now, source=district.name, crs="EPSG:4326", actor="seed")
             insert_grid_rows(tx, version_id, district.grids, district.buildings)
             audit_in(tx, version_id, at=now, actor="seed", action="import",

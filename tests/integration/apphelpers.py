@@ -34,8 +34,9 @@ def sample_district() -> District:
 
 
 def seed(store: Store) -> int:
-    """Load the sample district into `store` exactly as `api.cli.seed_store` does; return the version id."""
-    return store.load_district(sample_district(), SAMPLE_LABEL).id
+    """Load the sample district into `store` as `api.cli.seed_store` does, valid from a day before T0 (the
+    tests' clock: a publish at the clock's time must come after it, whatever the real date); return its id."""
+    return store.load_district(sample_district(), SAMPLE_LABEL, at=T0 - timedelta(days=1)).id
 
 
 class Clock:
